@@ -1,0 +1,1 @@
+"""Prefect tasks, one per DVC stage (the pipeline issue adds them)."""
