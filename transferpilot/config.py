@@ -1,0 +1,136 @@
+"""``params.yaml``: one frozen, validated model with a section per stage.
+
+Defaults live here, not in ``params.yaml``; a key that is absent takes its
+default. A typo or a bad value is a :class:`~transferpilot.errors.ConfigError`
+that names the key and what it accepts.
+
+>>> params = load_params(Path("params.yaml"))  # doctest: +SKIP
+>>> params.prepare.val_fraction
+0.2
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from transferpilot.errors import ConfigError
+
+DEFAULT_PARAMS_FILE = Path("params.yaml")
+
+
+class Section(BaseModel):
+    """Base of every ``params.yaml`` section: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelParams(Section):
+    """Which pretrained network to transfer (see ``transferpilot models``)."""
+
+    name: str = Field(
+        "efficientnet_lite0",
+        description="efficientnet_lite0 | timm:<name> | torchvision:<name> | file:<path>",
+    )
+    arch: str | None = Field(
+        None, description="architecture of a file:<path> checkpoint, e.g. timm:resnet50"
+    )
+
+    @model_validator(mode="after")
+    def _arch_only_with_file(self) -> ModelParams:
+        if self.name.startswith("file:") and not self.arch:
+            raise ValueError("a file:<path> model needs `arch` (e.g. timm:resnet50)")
+        if self.arch and not self.name.startswith("file:"):
+            raise ValueError("`arch` is only used with a file:<path> model")
+        return self
+
+
+class PrepareParams(Section):
+    """Intake: where the images are, how to split them, what to reject."""
+
+    source: Path = Field(
+        Path("data/digits"),
+        description="an ImageFolder (train/ val/ [test/] or one root of class folders) "
+        "or a CSV manifest (path,label[,split])",
+    )
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+    max_pixels: int = Field(89_478_485, gt=0, description="larger images are rejected")
+    cross_split_duplicates: Literal["drop", "keep"] = Field(
+        "drop", description="drop: an image also in train is removed from val/test"
+    )
+    min_images_per_class: int = Field(2, ge=2, description="smaller classes are dropped")
+    workers: int = Field(0, ge=0, description="threads that read images; 0 = one per core")
+
+    @model_validator(mode="after")
+    def _fractions_leave_train(self) -> PrepareParams:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be below 1")
+        return self
+
+
+class Params(Section):
+    """All of ``params.yaml``."""
+
+    model: ModelParams = ModelParams()
+    prepare: PrepareParams = PrepareParams()
+
+
+def _describe_allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """List the keys a section accepts, for an 'unknown key' message."""
+    current: type[BaseModel] = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        current = annotation
+    return ", ".join(current.model_fields)
+
+
+def format_validation_error(err: ValidationError, source: str, model: type[BaseModel]) -> str:
+    """One line per problem, each naming the dotted key."""
+    lines = [f"{source}: invalid configuration"]
+    for item in err.errors():
+        loc = tuple(item["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            section = ".".join(str(p) for p in loc[:-1]) or "the top level"
+            allowed = _describe_allowed(model, loc)
+            lines.append(f"  - unknown key `{key}`; {section} accepts: {allowed}")
+        else:
+            msg = item["msg"].removeprefix("Value error, ")
+            value = item.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"  - `{key}`: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_params(data: Any, source: str = "params") -> Params:
+    """Validate a mapping (as read from YAML) into :class:`Params`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source, Params)) from None
+
+
+def load_params(path: Path = DEFAULT_PARAMS_FILE) -> Params:
+    """Read and validate ``params.yaml``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: parameters file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return parse_params(data, str(path))
