@@ -1,0 +1,41 @@
+"""The bundled offline default: real EfficientNet-Lite0 ImageNet weights, real photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from transferpilot.io import sha256_file
+from transferpilot.predict import predict_images
+from transferpilot.zoo import Backbone
+from transferpilot.zoo._timm import lite0_weights_file
+
+
+def test_weights_load_by_order_and_are_recorded(lite0: Backbone) -> None:
+    path = lite0_weights_file()
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    assert len(checkpoint) == len(lite0.model.state_dict()) == 296
+    assert lite0.weights_digest == sha256_file(path)
+    loaded = lite0.model.state_dict().values()
+    for (src, tensor), dst in zip(checkpoint.items(), loaded, strict=True):
+        assert torch.equal(tensor, dst), src
+
+
+def test_preprocessing_is_resolved_from_the_model(lite0: Backbone) -> None:
+    cfg = lite0.data_config
+    assert cfg.mean == (0.5, 0.5, 0.5) and cfg.std == (0.5, 0.5, 0.5)
+    assert cfg.input_size == (3, 224, 224) and cfg.interpolation == "bicubic"
+
+
+def test_sample_photos_are_recognised(lite0: Backbone, sample_images: dict[str, Path]) -> None:
+    china, flower = predict_images(lite0, [sample_images["china.jpg"], sample_images["flower.jpg"]])
+    assert china.top[0].label in {"palace", "monastery", "bell cote", "pagoda", "temple"}
+    assert flower.top[0].label == "daisy"
+    assert len(china.top) == 5 and china.top[0].prob >= china.top[-1].prob
+
+
+def test_unreadable_image_is_an_error_entry_not_a_crash(lite0: Backbone, tmp_path: Path) -> None:
+    (tmp_path / "x.jpg").write_bytes(b"garbage")
+    (pred,) = predict_images(lite0, [tmp_path / "x.jpg"])
+    assert pred.error and not pred.top

@@ -1,0 +1,73 @@
+"""The model zoo registry: named entries and ``scheme:`` families.
+
+>>> backbone = create_backbone("efficientnet_lite0")  # doctest: +SKIP
+>>> backbone.layers[0]
+FeatureLayer(name='blocks.0', channels=16, reduction=2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from transferpilot.errors import ModelError
+from transferpilot.zoo._backbone import Backbone
+
+
+class NamedBuilder(Protocol):
+    def __call__(self, *, pretrained: bool = True) -> Backbone: ...
+
+
+class SchemeBuilder(Protocol):
+    def __call__(self, name: str, *, arch: str | None, pretrained: bool) -> Backbone: ...
+
+
+_NAMED: dict[str, NamedBuilder] = {}
+_SCHEMES: dict[str, tuple[SchemeBuilder, str]] = {}
+
+
+def register_model(name: str) -> Callable[[NamedBuilder], NamedBuilder]:
+    """Register a named backbone builder; a duplicate name raises."""
+
+    def deco(fn: NamedBuilder) -> NamedBuilder:
+        if name in _NAMED:
+            raise ValueError(f"model {name!r} is already registered")
+        _NAMED[name] = fn
+        return fn
+
+    return deco
+
+
+def register_scheme(scheme: str, usage: str) -> Callable[[SchemeBuilder], SchemeBuilder]:
+    """Register a ``scheme:<name>`` family of backbones; a duplicate scheme raises."""
+
+    def deco(fn: SchemeBuilder) -> SchemeBuilder:
+        if scheme in _SCHEMES:
+            raise ValueError(f"model scheme {scheme!r} is already registered")
+        _SCHEMES[scheme] = (fn, usage)
+        return fn
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """The valid model names: the named entries, then the families' patterns."""
+    return sorted(_NAMED) + [usage for _, usage in _SCHEMES.values()]
+
+
+def create_backbone(name: str, *, arch: str | None = None, pretrained: bool = True) -> Backbone:
+    """Build the backbone ``name`` (a named entry or ``scheme:<rest>``).
+
+    ``arch`` is the architecture of a ``file:<path>`` checkpoint. ``pretrained=False``
+    gives random weights (for tests); otherwise weights load or a
+    :class:`~transferpilot.errors.ModelError` explains how to provide them.
+    """
+    if name in _NAMED:
+        if arch:
+            raise ModelError(f"model {name!r} takes no `arch`; `arch` is for file:<path> models")
+        return _NAMED[name](pretrained=pretrained)
+    scheme, sep, rest = name.partition(":")
+    if sep and scheme in _SCHEMES and rest:
+        builder, _ = _SCHEMES[scheme]
+        return builder(rest, arch=arch, pretrained=pretrained)
+    raise ModelError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
