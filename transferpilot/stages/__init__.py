@@ -1,0 +1,69 @@
+"""Pipeline stages: the only code that knows the on-disk layout.
+
+Each stage is ``run(<its params sections>, paths) -> summary`` registered under
+its name, which is also its ``dvc.yaml`` stage, CLI subcommand
+(``transferpilot stage NAME``), Prefect task and ``params.yaml`` section.
+
+>>> from transferpilot.config import load_params
+>>> run_stage("prepare", load_params(), Paths())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transferpilot.config import Params
+from transferpilot.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where stages read and write, relative to the project root."""
+
+    root: Path = Path(".")
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "data" / "prepared"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A registered stage: its name, the ``params.yaml`` sections it reads, its function."""
+
+    name: str
+    sections: tuple[str, ...]
+    run: Callable[..., dict[str, Any]]
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register_stage(name: str, *, sections: tuple[str, ...]) -> Callable:
+    """Register ``run(*sections, paths)`` as stage ``name``; a duplicate raises."""
+
+    def deco(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        if name in STAGES:
+            raise ValueError(f"stage {name!r} is already registered")
+        unknown = [s for s in sections if s not in Params.model_fields]
+        if unknown:
+            raise ValueError(f"stage {name!r} reads unknown params sections {unknown}")
+        STAGES[name] = Stage(name, sections, fn)
+        return fn
+
+    return deco
+
+
+def run_stage(name: str, params: Params, paths: Paths) -> dict[str, Any]:
+    """Run stage ``name`` with only its own sections of ``params``."""
+    if name not in STAGES:
+        raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    stage = STAGES[name]
+    return stage.run(*(getattr(params, s) for s in stage.sections), paths=paths)
+
+
+# Stage modules register themselves; imported last because they import this module.
+from transferpilot.stages import prepare as _prepare  # noqa: E402, F401
