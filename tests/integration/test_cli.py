@@ -1,0 +1,89 @@
+"""The `transferpilot` command as a user runs it: exit codes, messages, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.images import bad_corpus, image_folder
+
+BIN = Path(sys.executable).parent / "transferpilot"
+
+
+def tp(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}
+    return subprocess.run(
+        [str(BIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_bad_params_exit_2_with_the_key_and_no_traceback(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("prepare:\n  val_fraction: 2\n  colour: red\n")
+    result = tp("stage", "prepare", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "prepare.val_fraction" in result.stderr and "prepare.colour" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_prepare_stage_writes_manifest_and_report(tmp_path: Path) -> None:
+    image_folder(tmp_path / "images", {"red": 6, "green": 6})
+    bad_corpus(tmp_path / "images" / "blue")
+    (tmp_path / "params.yaml").write_text("prepare:\n  source: images\n  max_pixels: 62500\n")
+    result = tp("stage", "prepare", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+    out = tmp_path / "data" / "prepared"
+    with open(out / "manifest.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["label"] for r in rows} == {"red", "green", "blue"}
+    assert all(len(r["sha256"]) == 64 and r["split"] in {"train", "val"} for r in rows)
+    assert all(Path(r["path"]).is_relative_to("images") for r in rows)  # relative to project
+    report = json.loads((out / "validation.json").read_text())
+    assert report["findings_by_kind"]["corrupt"] == 1
+    text = (out / "validation.txt").read_text()
+    assert "blue/truncated.jpg: corrupt or truncated" in text
+    assert not list(tmp_path.joinpath("images").rglob("*.tmp"))  # nothing written next to data
+
+
+def test_prepare_with_nothing_usable_exits_3_and_keeps_the_report(tmp_path: Path) -> None:
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    (tmp_path / "images" / "a" / "x.jpg").write_bytes(b"junk")
+    (tmp_path / "images" / "b").mkdir()
+    (tmp_path / "images" / "b" / "y.jpg").write_bytes(b"")
+    (tmp_path / "params.yaml").write_text("prepare:\n  source: images\n")
+    result = tp("stage", "prepare", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "no usable images" in result.stderr and "Traceback" not in result.stderr
+    assert "a/x.jpg" in (tmp_path / "data" / "prepared" / "validation.txt").read_text()
+    assert not (tmp_path / "data" / "prepared" / "manifest.csv").exists()
+
+
+def test_predict_json(tmp_path: Path, sample_images: dict[str, Path]) -> None:
+    result = tp("predict", str(sample_images["flower.jpg"]), "--json", "-k", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads(result.stdout)
+    assert entry["image"].endswith("flower.jpg")
+    assert [set(t) for t in entry["top"]] == [{"label", "index", "prob"}] * 3
+    assert entry["top"][0]["label"] == "daisy"
+
+
+def test_unknown_model_exits_4_listing_valid_names(tmp_path: Path) -> None:
+    result = tp("models", "vgg_sixteen", cwd=tmp_path)
+    assert result.returncode == 4
+    assert "efficientnet_lite0" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_digits_dataset_is_written_once(tmp_path: Path) -> None:
+    result = tp("digits", "out/digits", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    files = sorted((tmp_path / "out" / "digits").rglob("*.png"))
+    assert len(files) == 1797
+    classes = sorted(p.name for p in (tmp_path / "out" / "digits").iterdir())
+    assert classes == [str(i) for i in range(10)]

@@ -1,0 +1,162 @@
+"""The ``transferpilot`` command: a thin adapter over the library and the stages."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from transferpilot.errors import TransferpilotError
+
+app = typer.Typer(
+    name="transferpilot",
+    help="Decide how to transfer an ImageNet-pretrained CNN to your images, then do it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("transferpilot")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="the parameters file")]
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="efficientnet_lite0 | timm:<name> | torchvision:<name> | file:<path>",
+    ),
+]
+ArchOpt = Annotated[str | None, typer.Option("--arch", help="architecture of a file:<path> model")]
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=False, show_time=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("transferpilot").setLevel(level)
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings and errors only")] = False,
+) -> None:
+    _setup_logging(verbose, quiet)
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="the stage to run, e.g. prepare")],
+    params_file: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Run one pipeline stage (what dvc.yaml calls)."""
+    from transferpilot.config import load_params
+    from transferpilot.stages import Paths, run_stage
+
+    summary = run_stage(name, load_params(params_file), Paths())
+    log.debug("stage %s: %s", name, json.dumps(summary, default=str))
+
+
+@app.command()
+def params(params_file: ParamsOpt = Path("params.yaml")) -> None:
+    """Validate the parameters file and print it with every default filled in."""
+    import yaml
+
+    from transferpilot.config import load_params
+
+    loaded = load_params(params_file)
+    typer.echo(yaml.safe_dump(loaded.model_dump(mode="json"), sort_keys=False), nl=False)
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="image files")],
+    model: ModelOpt = "efficientnet_lite0",
+    arch: ArchOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="answers per image")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+) -> None:
+    """Top-k ImageNet labels for images, with the pretrained model as-is."""
+    from transferpilot.device import resolve_device
+    from transferpilot.predict import predict_images
+    from transferpilot.zoo import create_backbone
+
+    backbone = create_backbone(model, arch=arch)
+    preds = predict_images(backbone, images, top_k=top_k, device=resolve_device(device))
+    if as_json:
+        typer.echo(json.dumps([p.as_dict() for p in preds], indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        console = Console()
+        for pred in preds:
+            if pred.error:
+                console.print(f"[red]{pred.image}: cannot read ({pred.error})[/red]")
+                continue
+            console.print(f"[bold]{pred.image}[/bold]", soft_wrap=True)
+            table = Table(show_edge=False, box=None, padding=(0, 2))
+            table.add_column("#", justify="right")
+            table.add_column("label")
+            table.add_column("prob", justify="right")
+            for rank, guess in enumerate(pred.top, start=1):
+                table.add_row(str(rank), guess.label, f"{guess.prob:.3f}")
+            console.print(table)
+    if any(p.error for p in preds):
+        raise typer.Exit(3)
+
+
+@app.command()
+def models(
+    name: Annotated[str | None, typer.Argument(help="show one model's details")] = None,
+    arch: ArchOpt = None,
+) -> None:
+    """List the model zoo, or show one model's preprocessing, layers and weights."""
+    from transferpilot.zoo import create_backbone, list_models
+
+    if name is None:
+        typer.echo("\n".join(list_models()))
+        return
+    typer.echo(json.dumps(create_backbone(name, arch=arch).describe(), indent=2))
+
+
+@app.command()
+def digits(
+    out: Annotated[Path, typer.Argument(help="where to write the image folder")] = Path(
+        "data/digits"
+    ),
+) -> None:
+    """Write the embedded default dataset (scikit-learn's digits) as a PNG ImageFolder."""
+    from transferpilot.datasets import write_digits
+
+    typer.echo(str(write_digits(out)))
+
+
+def main() -> None:
+    """Console entry point: user errors become a message and an exit code, no traceback."""
+    try:
+        app()
+    except TransferpilotError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
