@@ -12,10 +12,17 @@ that names the key and what it accepts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from transferpilot.errors import ConfigError
 
@@ -64,7 +71,7 @@ class PrepareParams(Section):
         "drop", description="drop: an image also in train is removed from val/test"
     )
     min_images_per_class: int = Field(2, ge=2, description="smaller classes are dropped")
-    workers: int = Field(0, ge=0, description="threads that read images; 0 = one per core")
+    workers: int = Field(-1, ge=-1, description="threads that read images; -1 = one per core")
 
     @model_validator(mode="after")
     def _fractions_leave_train(self) -> PrepareParams:
@@ -73,11 +80,46 @@ class PrepareParams(Section):
         return self
 
 
+Device = Annotated[str, StringConstraints(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")]
+
+
+class ExtractParams(Section):
+    """Feature extraction: one forward pass per image, cached by content."""
+
+    device: Device = Field(
+        "auto", description="auto (CUDA, then MPS, then CPU) | cpu | cuda[:N] | mps"
+    )
+    batch_size: int = Field(32, ge=1, le=4096)
+    workers: int = Field(-1, ge=-1, description="decoding processes; -1 = auto, 0 = in-process")
+    pool_grid: int = Field(
+        1, ge=1, le=4, description="1 = global average; 2 = 2x2 average grid for every layer map"
+    )
+    shard_size: int = Field(512, ge=1, description="images per cache shard")
+    amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported)")
+    channels_last: bool = True
+    cache_dir: Path = Field(Path("data/cache/features"), description="the feature cache")
+
+
+class TrainParams(Section):
+    """Training the chosen strategy."""
+
+    c_grid: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+        (0.0001, 0.001, 0.01, 0.1, 1.0),
+        min_length=1,
+        description="C values tried by CV (features are standardised first)",
+    )
+    cv_folds: int = Field(5, ge=2, le=20, description="stratified folds to choose C")
+    max_iter: int = Field(2000, ge=10)
+    seed: int = 0
+
+
 class Params(Section):
     """All of ``params.yaml``."""
 
     model: ModelParams = ModelParams()
     prepare: PrepareParams = PrepareParams()
+    extract: ExtractParams = ExtractParams()
+    train: TrainParams = TrainParams()
 
 
 def _describe_allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> str:

@@ -37,6 +37,7 @@ def write_digits(out: Path = DEFAULT_DIGITS_DIR, *, scale: int = 4) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     digits = load_digits()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755)
     try:
         for index, (pixels, target) in enumerate(zip(digits.images, digits.target, strict=True)):
             gray = np.round(pixels * (255.0 / 16.0)).astype(np.uint8)

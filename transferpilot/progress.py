@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -19,8 +19,11 @@ def track(
     logger: logging.Logger,
     unit: str = "images",
     every_s: float = 10.0,
+    count: Callable[[T], int] | None = None,
 ) -> Iterator[T]:
     """Yield ``items``, showing progress and throughput (``unit``/s).
+
+    ``count(item)`` says how many units an item holds (a batch of images); 1 by default.
 
     In a terminal this is a rich progress bar; elsewhere (CI, DVC, Prefect logs)
     a log line every ``every_s`` seconds and one at the end.
@@ -44,14 +47,19 @@ def track(
         )
         with Progress(*columns, transient=True) as bar:
             task = bar.add_task(description, total=total, rate=0.0)
-            for done, item in enumerate(items, start=1):
+            done = 0
+            for item in items:
                 yield item
+                step = count(item) if count else 1
+                done += step
                 rate = done / max(time.perf_counter() - start, 1e-9)
-                bar.update(task, advance=1, rate=rate)
+                bar.update(task, advance=step, rate=rate)
     else:
         last = start
-        for done, item in enumerate(items, start=1):
+        done = 0
+        for item in items:
             yield item
+            done += count(item) if count else 1
             now = time.perf_counter()
             if now - last >= every_s:
                 last = now

@@ -67,3 +67,20 @@ def test_describe_is_json(backbone: Backbone) -> None:
     assert info["spec"] == backbone.spec and info["num_features"] == backbone.num_features
     assert len(info["layers"]) == len(backbone.layers)
     assert len(backbone.class_names) == backbone.num_classes
+
+
+def test_batchnorm_moments_are_reachable_from_the_feature_pass(backbone: Backbone) -> None:
+    from transferpilot.features._moments import MomentRecorder, moment_points
+
+    names = moment_points(backbone.model, [layer.name for layer in backbone.layers])
+    recorder = MomentRecorder(names)
+    x = torch.randn(2, *backbone.data_config.input_size)
+    with recorder.attached(backbone.model), torch.no_grad():
+        backbone.features(x)
+    moments = recorder.pop()
+    if "convnext" in backbone.spec:  # LayerNorm only: the profile falls back to head measures
+        assert names == []
+        return
+    assert len(names) >= len(backbone.layers) - 1
+    for name, (mean, sq) in moments.items():
+        assert mean.shape == sq.shape == (2, backbone.model.get_submodule(name).num_features)

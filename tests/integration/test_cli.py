@@ -87,3 +87,30 @@ def test_digits_dataset_is_written_once(tmp_path: Path) -> None:
     assert len(files) == 1797
     classes = sorted(p.name for p in (tmp_path / "out" / "digits").iterdir())
     assert classes == [str(i) for i in range(10)]
+
+
+def test_extract_stage_writes_aligned_features_and_reuses_the_cache(tmp_path: Path) -> None:
+    import numpy as np
+
+    image_folder(tmp_path / "images", {"red": 5, "green": 5}, size=24)
+    (tmp_path / "params.yaml").write_text(
+        "prepare:\n  source: images\nextract:\n  batch_size: 4\n  workers: 1\n"
+    )
+    assert tp("stage", "prepare", cwd=tmp_path).returncode == 0
+    first = tp("stage", "extract", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+
+    out = tmp_path / "data" / "features"
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["model"] == "efficientnet_lite0" and meta["computed"] == 10
+    assert np.load(out / "pre_logits.npy").shape == (10, 1280)
+    assert np.load(out / "logits.npy").shape == (10, 1000)
+    for layer in meta["layers"]:
+        assert np.load(out / f"{layer['name']}.npy").shape == (10, layer["dim"])
+    moments = np.load(out / "moments.npz")
+    assert {k.split("/")[0] for k in moments.files} == {"all", "train", "val", "imagenet"}
+    assert (tmp_path / "data" / "cache" / "features").is_dir()
+
+    again = tp("stage", "extract", cwd=tmp_path)
+    assert again.returncode == 0
+    assert json.loads((out / "meta.json").read_text())["computed"] == 0

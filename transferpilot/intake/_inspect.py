@@ -75,7 +75,7 @@ def inspect_all(
     candidates: Sequence[Candidate], *, max_pixels: int, workers: int
 ) -> list[ImageInfo | tuple[str, str]]:
     """:func:`inspect_file` over all candidates in threads (Pillow decodes without the GIL)."""
-    threads = workers or os.cpu_count() or 1
+    threads = max(1, workers) if workers >= 0 else os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=threads) as pool:
         results = pool.map(lambda c: inspect_file(c.path, max_pixels), candidates)
         return list(

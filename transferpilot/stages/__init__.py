@@ -29,6 +29,10 @@ class Paths:
     def prepared(self) -> Path:
         return self.root / "data" / "prepared"
 
+    @property
+    def features(self) -> Path:
+        return self.root / "data" / "features"
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -66,4 +70,5 @@ def run_stage(name: str, params: Params, paths: Paths) -> dict[str, Any]:
 
 
 # Stage modules register themselves; imported last because they import this module.
+from transferpilot.stages import extract as _extract  # noqa: E402, F401, I001
 from transferpilot.stages import prepare as _prepare  # noqa: E402, F401

@@ -1,0 +1,208 @@
+"""The feature cache, as a user checks it: forward passes counted, nothing corrupt ever read."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.images import image_folder
+from transferpilot.errors import DataError
+from transferpilot.features import ExtractOptions, FeatureCache, extract_features
+from transferpilot.features._extract import cache_key
+from transferpilot.zoo import PRE_LOGITS, Backbone, create_backbone
+
+OPTS = ExtractOptions(batch_size=4, workers=0, shard_size=3)
+
+
+class Counting(nn.Module):
+    """Wraps ``backbone.features``, counting images through it; can fake OOM above a size."""
+
+    def __init__(self, inner: nn.Module, oom_above: int | None = None) -> None:
+        super().__init__()
+        self.inner, self.oom_above, self.images = inner, oom_above, 0
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.oom_above is not None and len(x) > self.oom_above:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected by the test)")
+        self.images += len(x)
+        return self.inner(x)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Backbone:
+    torch.manual_seed(0)
+    return create_backbone("timm:test_efficientnet", pretrained=False)
+
+
+def counted(backbone: Backbone, **kwargs: object) -> tuple[Backbone, Counting]:
+    counter = Counting(backbone.features, **kwargs)
+    return dataclasses.replace(backbone, features=counter), counter
+
+
+def items_of(folder: Path) -> list[tuple[Path, str]]:
+    files = sorted(folder.rglob("*.png"))
+    return [(p, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files]
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> list[tuple[Path, str]]:
+    return items_of(image_folder(tmp_path / "imgs", {"a": 5, "b": 5}))
+
+
+def test_unchanged_rerun_does_no_forward_pass(tiny: Backbone, data, tmp_path: Path) -> None:
+    backbone, counter = counted(tiny)
+    first = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    assert counter.images == 10 and first.stats.computed == 10
+    again = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    assert counter.images == 10 and again.stats.computed == 0
+    for name, array in first.arrays.items():
+        np.testing.assert_array_equal(array, again.arrays[name])
+
+
+def test_adding_n_images_costs_n_passes_removing_costs_nothing(
+    tiny: Backbone, data, tmp_path: Path
+) -> None:
+    backbone, counter = counted(tiny)
+    extract_features(backbone, data[:7], cache_root=tmp_path / "c", opts=OPTS)
+    assert counter.images == 7
+    grown = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    assert counter.images == 10 and grown.stats.computed == 3
+    shrunk = extract_features(backbone, data[2:5], cache_root=tmp_path / "c", opts=OPTS)
+    assert counter.images == 10
+    np.testing.assert_array_equal(shrunk.arrays[PRE_LOGITS], grown.arrays[PRE_LOGITS][2:5])
+
+
+def test_duplicate_images_are_computed_once(tiny: Backbone, data, tmp_path: Path) -> None:
+    backbone, counter = counted(tiny)
+    feats = extract_features(backbone, data + data[:4], cache_root=tmp_path / "c", opts=OPTS)
+    assert counter.images == 10
+    np.testing.assert_array_equal(feats.arrays[PRE_LOGITS][10:], feats.arrays[PRE_LOGITS][:4])
+
+
+def test_another_model_or_preprocessing_has_its_own_entries(
+    tiny: Backbone, data, tmp_path: Path
+) -> None:
+    backbone, counter = counted(tiny)
+    extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    other_weights = dataclasses.replace(backbone, weights_digest="0" * 64)
+    extract_features(other_weights, data, cache_root=tmp_path / "c", opts=OPTS)
+    assert counter.images == 20
+    resized = dataclasses.replace(
+        backbone, data_config=dataclasses.replace(backbone.data_config, input_size=(3, 96, 96))
+    )
+    extract_features(resized, data, cache_root=tmp_path / "c", opts=OPTS)
+    assert counter.images == 30
+    extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)  # still cached
+    assert counter.images == 30
+    assert len(list((tmp_path / "c").iterdir())) == 3
+
+
+def test_features_are_the_models_own_outputs(tiny: Backbone, data, tmp_path: Path) -> None:
+    from transferpilot.images import open_rgb
+
+    feats = extract_features(tiny, data[:2], cache_root=tmp_path / "c", opts=OPTS)
+    x = torch.stack([tiny.data_config.transform()(open_rgb(p)) for p, _ in data[:2]])
+    with torch.no_grad():
+        direct = tiny.features(x)
+    np.testing.assert_allclose(feats.arrays[PRE_LOGITS], direct[PRE_LOGITS].numpy(), atol=1e-4)
+    layer = tiny.layers[0].name
+    pooled = direct[layer].mean((2, 3)).numpy()
+    np.testing.assert_allclose(feats.arrays[layer], pooled, atol=1e-4)
+
+
+def test_a_2x2_grid_keeps_four_cells_per_channel(tiny: Backbone, data, tmp_path: Path) -> None:
+    opts = dataclasses.replace(OPTS, pool_grid=2)
+    feats = extract_features(tiny, data[:3], cache_root=tmp_path / "c", opts=opts)
+    for layer in tiny.layers:
+        assert feats.arrays[layer.name].shape == (3, layer.channels * 4)
+    assert feats.arrays[PRE_LOGITS].shape == (3, tiny.num_features)
+
+
+def test_moments_are_recorded_at_batchnorm_inputs(tiny: Backbone, data, tmp_path: Path) -> None:
+    feats = extract_features(tiny, data, cache_root=tmp_path / "c", opts=OPTS)
+    moments = feats.moments()
+    assert len(moments) >= len(tiny.layers)
+    for bn, m in moments.items():
+        channels = tiny.model.get_submodule(bn).num_features
+        assert m.mean.shape == m.var.shape == (channels,) and m.count == 10
+        assert (m.var >= 0).all()
+
+
+def test_a_shard_killed_mid_write_is_never_read(
+    tiny: Backbone, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backbone, counter = counted(tiny)
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def dies_on_second_shard(src: str, dst: str) -> None:
+        if str(dst).endswith(".npz"):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt("killed")  # the temp file is written, never renamed
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", dies_on_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert counter.images == 8  # two batches of 4: one shard completed, one killed
+    assert list((tmp_path / "c").rglob(".*.tmp"))  # the torn temp file is there...
+
+    feats = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    assert counter.images == 8 + 6  # ...never read: the first shard (4) is reused, 6 recomputed
+    assert feats.arrays[PRE_LOGITS].shape == (10, tiny.num_features)
+
+
+def test_corrupt_shards_and_torn_index_lines_are_skipped(
+    tiny: Backbone, data, tmp_path: Path
+) -> None:
+    backbone, counter = counted(tiny)
+    first = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    cache = FeatureCache(tmp_path / "c", cache_key(tiny, 1))
+    shard = sorted(cache.shards.glob("*.npz"))[0]
+    raw = bytearray(shard.read_bytes())
+    raw[-10] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with open(cache.dir / "index.jsonl", "a") as fh:
+        fh.write('{"shard": "half-writ')
+    again = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    assert 0 < again.stats.computed < 10
+    np.testing.assert_allclose(again.arrays[PRE_LOGITS], first.arrays[PRE_LOGITS], atol=1e-5)
+
+
+def test_out_of_memory_halves_the_batch_and_continues(
+    tiny: Backbone, data, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reference = extract_features(tiny, data, cache_root=tmp_path / "ref", opts=OPTS)
+    backbone, counter = counted(tiny, oom_above=1)
+    feats = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    assert feats.stats.batch_size == 1 and counter.images == 10
+    assert "batch size halved to 2" in caplog.text and "batch size halved to 1" in caplog.text
+    np.testing.assert_allclose(feats.arrays[PRE_LOGITS], reference.arrays[PRE_LOGITS], atol=1e-4)
+
+
+def test_a_file_changed_since_prepare_is_a_clear_error(
+    tiny: Backbone, data, tmp_path: Path
+) -> None:
+    path, _ = data[0]
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(DataError, match="changed since the prepare stage"):
+        extract_features(tiny, data, cache_root=tmp_path / "c", opts=OPTS)
+
+
+def test_decoding_in_worker_processes_gives_the_same_features(
+    tiny: Backbone, data, tmp_path: Path
+) -> None:
+    inline = extract_features(tiny, data, cache_root=tmp_path / "a", opts=OPTS)
+    workers = extract_features(
+        tiny, data, cache_root=tmp_path / "b", opts=dataclasses.replace(OPTS, workers=2)
+    )
+    np.testing.assert_allclose(workers.arrays[PRE_LOGITS], inline.arrays[PRE_LOGITS], atol=1e-5)

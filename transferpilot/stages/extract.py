@@ -1,0 +1,125 @@
+"""Stage ``extract``: features of every prepared image into ``data/features/``.
+
+Writes ``<output>.npy`` (N, D) for every candidate layer, ``pre_logits`` and
+``logits``, rows in ``manifest.csv`` order; ``moments.npz`` with, per
+BatchNorm point, the dataset's per-channel mean and variance (over all images
+and per split) beside ImageNet's running statistics; and ``meta.json``. The
+per-image work is cached by content under ``extract.cache_dir``, so only new
+images cost a forward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferpilot.config import ExtractParams, ModelParams
+from transferpilot.device import resolve_device
+from transferpilot.features import ExtractOptions, extract_features, running_stats
+from transferpilot.intake import SPLITS, Record, read_manifest
+from transferpilot.io import fresh_dir, save_npy, write_json
+from transferpilot.stages import Paths, register_stage
+from transferpilot.zoo import create_backbone
+
+log = logging.getLogger(__name__)
+
+
+@register_stage("extract", sections=("model", "extract"))
+def run(model: ModelParams, params: ExtractParams, paths: Paths) -> dict[str, Any]:
+    records = read_manifest(paths.prepared / "manifest.csv")
+    backbone = create_backbone(model.name, arch=model.arch)
+    device = resolve_device(params.device)
+    opts = ExtractOptions(
+        batch_size=params.batch_size,
+        workers=params.workers,
+        pool_grid=params.pool_grid,
+        shard_size=params.shard_size,
+        amp=params.amp,
+        channels_last=params.channels_last,
+    )
+    feats = extract_features(
+        backbone,
+        [(r.path, r.sha256) for r in records],
+        cache_root=params.cache_dir,
+        device=device,
+        opts=opts,
+    )
+    imagenet = running_stats(backbone.model, list(feats.per_image_mean))
+    moments: dict[str, np.ndarray] = {}
+    for scope in ("all", *SPLITS):
+        rows = np.array([i for i, r in enumerate(records) if scope in ("all", r.split)])
+        if not len(rows):
+            continue
+        for bn, m in feats.moments(rows).items():
+            moments[f"{scope}/mean/{bn}"] = m.mean
+            moments[f"{scope}/var/{bn}"] = m.var
+            moments[f"{scope}/count/{bn}"] = np.array(m.count)
+    for bn, (mean, var) in imagenet.items():
+        moments[f"imagenet/mean/{bn}"] = mean.numpy()
+        moments[f"imagenet/var/{bn}"] = var.numpy()
+    meta = {
+        "model": backbone.spec,
+        "weights_digest": backbone.weights_digest,
+        "data_config": backbone.data_config.as_dict(),
+        "pool_grid": params.pool_grid,
+        "layers": [
+            {
+                "name": ly.name,
+                "channels": ly.channels,
+                "reduction": ly.reduction,
+                "dim": int(feats.arrays[ly.name].shape[1]),
+            }
+            for ly in backbone.layers
+        ],
+        "outputs": {k: int(v.shape[1]) for k, v in feats.arrays.items()},
+        "moment_points": list(feats.per_image_mean),
+        "images": len(records),
+        "device": str(device),
+        "computed": feats.stats.computed,
+        "seconds": round(feats.stats.seconds, 3),
+    }
+    with fresh_dir(paths.features) as out:
+        for name, array in feats.arrays.items():
+            save_npy(out / f"{name}.npy", array.astype(np.float32, copy=False))
+        with open(out / "moments.npz", "wb") as fh:
+            np.savez(fh, **moments)
+        write_json(out / "meta.json", meta)
+    log.info(
+        "extract: %d images, %d computed in %.1f s (%.1f images/s), %d outputs -> %s",
+        len(records),
+        feats.stats.computed,
+        feats.stats.seconds,
+        feats.stats.images_per_s,
+        len(feats.arrays),
+        paths.features,
+    )
+    return meta
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """What later stages read: the records, and features aligned with them."""
+
+    records: list[Record]
+    meta: dict[str, Any]
+    root: Path
+
+    def array(self, name: str) -> np.ndarray:
+        """(N, D) features of one output, memory-mapped."""
+        return np.load(self.root / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+    def moments(self) -> dict[str, np.ndarray]:
+        with np.load(self.root / "moments.npz", allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+
+
+def load(paths: Paths) -> FeatureTable:
+    """The ``extract`` stage's outputs with the manifest they follow."""
+    import json
+
+    meta = json.loads((paths.features / "meta.json").read_text(encoding="utf-8"))
+    return FeatureTable(read_manifest(paths.prepared / "manifest.csv"), meta, paths.features)
