@@ -1,0 +1,96 @@
+"""Linear classifiers on features: estimators that choose C by CV, saved with a checked sidecar."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from transferpilot.config import TrainParams
+from transferpilot.errors import ConfigError, ModelError
+from transferpilot.strategies import (
+    LinearProbe,
+    create_strategy,
+    list_strategies,
+    load_classifier,
+    save_classifier,
+)
+
+
+def blobs(n_per_class: int = 30, classes: int = 3, dim: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 4, size=(classes, dim))
+    X = np.concatenate([c + rng.normal(size=(n_per_class, dim)) for c in centers])
+    y = np.repeat([f"class{i}" for i in range(classes)], n_per_class)
+    return X.astype(np.float32), y
+
+
+@pytest.mark.parametrize("name", ["linear", "svm"])
+def test_strategies_learn_separable_data(name: str) -> None:
+    X, y = blobs()
+    probe = create_strategy(name, TrainParams(c_grid=(0.01, 1.0), cv_folds=3))
+    assert probe.fit(X, y) is probe
+    assert (probe.predict(X) == y).mean() > 0.95
+    assert probe.best_C_ in (0.01, 1.0) and 0.9 < probe.cv_accuracy_ <= 1.0
+    proba = probe.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    assert (probe.classes_[proba.argmax(1)] == probe.predict(X)).all()
+    assert [row["C"] for row in probe.cv_table()] == [0.01, 1.0]
+
+
+def test_binary_svm_probabilities_have_two_columns() -> None:
+    X, y = blobs(classes=2)
+    proba = LinearProbe("svm", c_grid=(1.0,), cv_folds=2).fit(X, y).predict_proba(X)
+    assert proba.shape == (len(X), 2)
+
+
+def test_folds_shrink_to_the_smallest_class() -> None:
+    X, y = blobs(n_per_class=3)
+    probe = LinearProbe(cv_folds=5).fit(X, y)
+    assert probe.cv_folds_ == 3
+
+
+def test_it_is_an_ordinary_estimator() -> None:
+    probe = LinearProbe("svm", c_grid=(0.5,), cv_folds=2)
+    copy = clone(probe)
+    assert copy.get_params() == probe.get_params() and not hasattr(copy, "model_")
+
+
+def test_unknown_strategy_lists_the_valid_ones() -> None:
+    assert {"linear", "svm"} <= set(list_strategies())
+    with pytest.raises(ConfigError, match="linear, svm"):
+        create_strategy("random_forest", TrainParams())
+
+
+def test_save_load_round_trip_and_the_sidecar_checks(tmp_path: Path) -> None:
+    X, y = blobs()
+    probe = LinearProbe(c_grid=(1.0,), cv_folds=2).fit(X, y)
+    path = tmp_path / "head.joblib"
+    meta = save_classifier(probe, path, model="efficientnet_lite0", layer="pre_logits",
+                           classes=list(probe.classes_))
+    assert meta["versions"]["scikit-learn"] and len(meta["sha256"]) == 64
+
+    loaded, meta2 = load_classifier(path, model="efficientnet_lite0", layer="pre_logits")
+    np.testing.assert_array_equal(loaded.predict_proba(X), probe.predict_proba(X))
+    assert meta2 == meta
+
+    with pytest.raises(ModelError, match="not timm:resnet50"):
+        load_classifier(path, model="timm:resnet50")
+    with pytest.raises(ModelError, match="not blocks.4"):
+        load_classifier(path, layer="blocks.4")
+
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    sidecar["versions"]["scikit-learn"] = "0.0.1"
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(ModelError, match="scikit-learn 0.0.1"):
+        load_classifier(path)
+
+    path.write_bytes(path.read_bytes() + b"tampered")
+    with pytest.raises(ModelError, match="does not match its sidecar"):
+        load_classifier(path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(ModelError, match="no readable sidecar"):
+        load_classifier(path)
