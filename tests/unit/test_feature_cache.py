@@ -164,7 +164,7 @@ def test_a_shard_killed_mid_write_is_never_read(
 def test_corrupt_shards_and_torn_index_lines_are_skipped(
     tiny: Backbone, data, tmp_path: Path
 ) -> None:
-    backbone, counter = counted(tiny)
+    backbone, _ = counted(tiny)
     first = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
     cache = FeatureCache(tmp_path / "c", cache_key(tiny, 1))
     shard = sorted(cache.shards.glob("*.npz"))[0]

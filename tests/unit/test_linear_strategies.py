@@ -69,8 +69,9 @@ def test_save_load_round_trip_and_the_sidecar_checks(tmp_path: Path) -> None:
     X, y = blobs()
     probe = LinearProbe(c_grid=(1.0,), cv_folds=2).fit(X, y)
     path = tmp_path / "head.joblib"
-    meta = save_classifier(probe, path, model="efficientnet_lite0", layer="pre_logits",
-                           classes=list(probe.classes_))
+    meta = save_classifier(
+        probe, path, model="efficientnet_lite0", layer="pre_logits", classes=list(probe.classes_)
+    )
     assert meta["versions"]["scikit-learn"] and len(meta["sha256"]) == 64
 
     loaded, meta2 = load_classifier(path, model="efficientnet_lite0", layer="pre_logits")
@@ -79,13 +80,13 @@ def test_save_load_round_trip_and_the_sidecar_checks(tmp_path: Path) -> None:
 
     with pytest.raises(ModelError, match="not timm:resnet50"):
         load_classifier(path, model="timm:resnet50")
-    with pytest.raises(ModelError, match="not blocks.4"):
+    with pytest.raises(ModelError, match=r"not blocks\.4"):
         load_classifier(path, layer="blocks.4")
 
     sidecar = json.loads(path.with_suffix(".json").read_text())
     sidecar["versions"]["scikit-learn"] = "0.0.1"
     path.with_suffix(".json").write_text(json.dumps(sidecar))
-    with pytest.raises(ModelError, match="scikit-learn 0.0.1"):
+    with pytest.raises(ModelError, match=r"scikit-learn 0\.0\.1"):
         load_classifier(path)
 
     path.write_bytes(path.read_bytes() + b"tampered")

@@ -70,5 +70,5 @@ def run_stage(name: str, params: Params, paths: Paths) -> dict[str, Any]:
 
 
 # Stage modules register themselves; imported last because they import this module.
-from transferpilot.stages import extract as _extract  # noqa: E402, F401, I001
+from transferpilot.stages import extract as _extract  # noqa: E402, F401
 from transferpilot.stages import prepare as _prepare  # noqa: E402, F401
