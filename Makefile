@@ -36,7 +36,9 @@ data/digits: | $(STAMP)
 
 run: $(STAMP) data/digits
 	dvc repro
-	@echo; cat data/prepared/validation.txt | head -n 20
+	@echo; head -n 20 data/prepared/validation.txt
+	@echo; $(BIN)/python -c "import json; d = json.load(open('data/decision/decision.json')); \
+		print('Decision:', d['strategy'], 'on', d['layer'], '(' + d['quadrant'] + ')'); print(d['reason'])"
 	@echo; echo "The pretrained model as-is, on two sample photos:"
 	@transferpilot predict -k 3 $(SAMPLES)
 

@@ -121,6 +121,66 @@ def predict(
 
 
 @app.command()
+def profile(
+    data: Annotated[Path, typer.Argument(help="an image folder (or CSV manifest) to profile")],
+    model: ModelOpt = "efficientnet_lite0",
+    arch: ArchOpt = None,
+    params_file: ParamsOpt = Path("params.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    sample: Annotated[
+        int, typer.Option(min=0, help="images measured (stratified sample; 0 = all)")
+    ] = 1000,
+) -> None:
+    """Profile a folder and decide the strategy, outside the pipeline (features are cached).
+
+    Sizes count every image; similarity and layer probes use a stratified sample.
+    Settings other than the model come from params.yaml when it exists.
+    """
+    from transferpilot.assess import assess_folder
+    from transferpilot.config import Params, load_params
+
+    params = load_params(params_file) if params_file.exists() else Params()
+    params = params.model_copy(
+        update={"model": params.model.model_copy(update={"name": model, "arch": arch})}
+    )
+    summary = assess_folder(data, params, sample=sample).summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        _print_profile(summary)
+
+
+def _print_profile(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    ipc = summary["images_per_class"]
+    console.print(
+        f"[bold]{summary['n_images']} images, {summary['n_classes']} classes[/bold] "
+        f"(training images per class: min {ipc['min']:g}, median {ipc['median']:g}, "
+        f"max {ipc['max']:g}; imbalance {summary['imbalance']:.1f})"
+    )
+    console.print(
+        f"size [bold]{summary['size']}[/bold], similarity {summary['similarity']:.2f} → "
+        f"[bold]{summary['domain']}[/bold]; quadrant [bold]{summary['quadrant']}[/bold]"
+    )
+    table = Table(box=None, padding=(0, 2))
+    for col in ("layer", "probe acc", "KL", "overlap"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for row in summary["layers"]:
+        table.add_row(
+            row["layer"],
+            "" if row["probe_accuracy"] is None else f"{row['probe_accuracy']:.3f}",
+            "" if row["kl"] is None else f"{row['kl']:.3f}",
+            "" if row["overlap"] is None else f"{row['overlap']:.2f}",
+        )
+    console.print(table)
+    console.print(f"[bold]{summary['strategy']}[/bold] on {summary['layer']}")
+    console.print(summary["reason"], soft_wrap=False)
+
+
+@app.command()
 def models(
     name: Annotated[str | None, typer.Argument(help="show one model's details")] = None,
     arch: ArchOpt = None,

@@ -100,6 +100,44 @@ class ExtractParams(Section):
     cache_dir: Path = Field(Path("data/cache/features"), description="the feature cache")
 
 
+class ProfileParams(Section):
+    """Measuring the dataset: layer probes, throughput, an optional reference folder."""
+
+    probe: Literal["svm", "logistic"] = Field("svm", description="the probe run on every layer")
+    probe_c_grid: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+        (0.001, 0.01, 0.1), min_length=1
+    )
+    probe_folds: int = Field(3, ge=2, le=10)
+    probe_max_images: int = Field(2000, ge=20, description="training images probed, at most")
+    measure_throughput: bool = Field(True, description="time a few training steps here")
+    reference: Path | None = Field(
+        None,
+        description="an image folder to compare with (e.g. an ImageNet sample): Fréchet distance",
+    )
+
+
+class DecideParams(Section):
+    """The rules that turn the profile into a strategy (and the manual override)."""
+
+    strategy: Literal["auto", "linear", "svm", "finetune"] = "auto"
+    layer: str | None = Field(None, description="override the layer of linear/svm")
+    large_images_per_class: int = Field(
+        200, ge=1, description="median training images per class from which a dataset is large"
+    )
+    similarity_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    budget_minutes: float | None = Field(
+        60.0, gt=0, description="time you will spend on training; null = no limit"
+    )
+    finetune_epochs: int = Field(10, ge=1, description="fine-tuning epochs planned (and budgeted)")
+    lr_ratio_similar: float = Field(
+        0.1, gt=0, le=1, description="pretrained layers' learning rate / head's, similar data"
+    )
+    lr_ratio_different: float = Field(0.3, gt=0, le=1, description="the same, different data")
+    freeze_overlap: float = Field(
+        0.95, gt=0, le=1, description="similar data: leading layers at least this close stay frozen"
+    )
+
+
 class TrainParams(Section):
     """Training the chosen strategy."""
 
@@ -119,6 +157,8 @@ class Params(Section):
     model: ModelParams = ModelParams()
     prepare: PrepareParams = PrepareParams()
     extract: ExtractParams = ExtractParams()
+    profile: ProfileParams = ProfileParams()
+    decide: DecideParams = DecideParams()
     train: TrainParams = TrainParams()
 
 

@@ -114,3 +114,31 @@ def test_extract_stage_writes_aligned_features_and_reuses_the_cache(tmp_path: Pa
     again = tp("stage", "extract", cwd=tmp_path)
     assert again.returncode == 0
     assert json.loads((out / "meta.json").read_text())["computed"] == 0
+
+
+def test_profile_json_has_what_a_script_needs(tmp_path: Path) -> None:
+    image_folder(tmp_path / "images", {"red": 8, "green": 8, "blue": 8}, size=24)
+    result = tp("profile", "images", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    for key in (
+        "n_images",
+        "n_classes",
+        "images_per_class",
+        "size",
+        "similarity",
+        "domain",
+        "quadrant",
+        "strategy",
+        "layer",
+        "reason",
+        "layers",
+    ):
+        assert key in out, key
+    assert out["n_images"] == 24 and out["n_classes"] == 3 and out["size"] == "small"
+    assert 0.0 <= out["similarity"] <= 1.0 and out["domain"] in {"similar", "different"}
+    assert out["strategy"] in {"linear", "svm"} and out["quadrant"].startswith("small/")
+    assert {row["layer"] for row in out["layers"]} >= {"blocks.0", "pre_logits", "logits"}
+    assert all(row["probe_accuracy"] is not None for row in out["layers"])
+    human = tp("profile", "images", cwd=tmp_path)
+    assert human.returncode == 0 and "quadrant" in human.stdout and "Decision:" in human.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -41,6 +42,8 @@ def workdir(tmp_path: Path, project_root: Path) -> Path:
     image_folder(work / "data" / "tiny", {"red": 5, "green": 5})
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["prepare"]["source"] = "data/tiny"
+    params["extract"]["workers"] = 0
+    params["profile"]["measure_throughput"] = False
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     run(["git", "init", "-q"], work)
     run(["git", "add", "-A"], work)
@@ -50,8 +53,11 @@ def workdir(tmp_path: Path, project_root: Path) -> Path:
 
 def test_repro_twice_then_a_param_change(workdir: Path) -> None:
     first = run(["dvc", "repro"], workdir)
-    assert "Running stage 'prepare'" in first.stdout
+    for stage in ("prepare", "extract", "profile", "decide"):
+        assert f"Running stage '{stage}'" in first.stdout
     assert (workdir / "data" / "prepared" / "manifest.csv").is_file()
+    decision = json.loads((workdir / "data" / "decision" / "decision.json").read_text())
+    assert decision["quadrant"] == "small/different" and decision["strategy"] == "svm"
 
     second = run(["dvc", "repro"], workdir)
     assert "Running stage" not in second.stdout
@@ -63,3 +69,10 @@ def test_repro_twice_then_a_param_change(workdir: Path) -> None:
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     third = run(["dvc", "repro"], workdir)
     assert "Running stage 'prepare'" in third.stdout
+
+    params["decide"]["strategy"] = "linear"  # only decide (and what follows) re-runs
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    fourth = run(["dvc", "repro"], workdir)
+    assert "Running stage 'decide'" in fourth.stdout
+    for stage in ("prepare", "extract", "profile"):
+        assert f"Running stage '{stage}'" not in fourth.stdout

@@ -27,7 +27,7 @@ from transferpilot.features._extract import (
     extract_to_cache,
     output_names,
 )
-from transferpilot.features._moments import moment_points, running_stats
+from transferpilot.features._moments import moment_points, running_stats, unique_points
 from transferpilot.zoo import Backbone
 
 __all__ = [
@@ -38,9 +38,11 @@ __all__ = [
     "FeatureSet",
     "Moments",
     "extract_features",
+    "linear_inputs",
     "moment_points",
     "output_names",
     "running_stats",
+    "unique_points",
 ]
 
 
@@ -93,7 +95,7 @@ def extract_features(
     device = device or torch.device("cpu")
     cache = FeatureCache(cache_root, cache_key(backbone, opts.pool_grid))
     stats = extract_to_cache(backbone, items, cache, device=device, opts=opts)
-    bns = moment_points(backbone.model, [layer.name for layer in backbone.layers])
+    bns = unique_points(moment_points(backbone.model, [layer.name for layer in backbone.layers]))
     names = output_names(backbone)
     moment_names = [MEAN_PREFIX + b for b in bns] + [SQ_PREFIX + b for b in bns]
     data = cache.read([sha for _, sha in items], names + moment_names)
@@ -103,3 +105,17 @@ def extract_features(
         per_image_sq={b: data[SQ_PREFIX + b] for b in bns},
         stats=stats,
     )
+
+
+def linear_inputs(name: str, array: np.ndarray) -> np.ndarray:
+    """A layer's features as a linear model reads them (float32).
+
+    ``logits`` become log-probabilities (log-softmax): the pretrained head's own
+    answer over the 1,000 ImageNet classes, a candidate layer like any other.
+    """
+    x = np.asarray(array, dtype=np.float32)
+    if name == "logits":
+        from scipy.special import log_softmax
+
+        x = log_softmax(x, axis=1).astype(np.float32)
+    return x

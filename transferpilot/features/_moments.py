@@ -19,32 +19,35 @@ def _is_batchnorm(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
 
 
-def moment_points(model: nn.Module, layer_names: list[str]) -> list[str]:
-    """One BatchNorm per candidate layer (the last one at or before its end) plus the last.
+def moment_points(model: nn.Module, layer_names: list[str]) -> dict[str, str]:
+    """Where each candidate layer's moments are taken: ``{layer: BatchNorm name}``.
 
-    Returns BatchNorm module names in network order, without repeats; empty for
-    models without BatchNorm (transformers, LayerNorm ConvNeXts).
+    For a layer, the last BatchNorm at or before its end; ``"pre_logits"`` maps
+    to the network's last BatchNorm (what the CNN codes are pooled from). Empty
+    for models without BatchNorm (transformers, LayerNorm ConvNeXts). Several
+    layers may share a BatchNorm; :func:`unique_points` lists each once.
     """
     modules = list(model.named_modules())
     norms = [(i, name) for i, (name, m) in enumerate(modules) if _is_batchnorm(m)]
     if not norms:
-        return []
-    chosen: list[str] = []
+        return {}
+    points: dict[str, str] = {}
     for layer in layer_names:
         ends = [
             i
             for i, (name, _) in enumerate(modules)
             if name == layer or name.startswith(layer + ".")
         ]
-        if not ends:
-            continue
-        before = [name for i, name in norms if i <= max(ends)]
-        if before and before[-1] not in chosen:
-            chosen.append(before[-1])
-    if norms[-1][1] not in chosen:
-        chosen.append(norms[-1][1])
-    order = {name: i for i, name in norms}
-    return sorted(chosen, key=order.__getitem__)
+        before = [name for i, name in norms if ends and i <= max(ends)]
+        if before:
+            points[layer] = before[-1]
+    points["pre_logits"] = norms[-1][1]
+    return points
+
+
+def unique_points(points: dict[str, str]) -> list[str]:
+    """The distinct BatchNorm names of :func:`moment_points`, in network order."""
+    return list(dict.fromkeys(points.values()))
 
 
 class MomentRecorder:

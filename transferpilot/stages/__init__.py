@@ -33,6 +33,14 @@ class Paths:
     def features(self) -> Path:
         return self.root / "data" / "features"
 
+    @property
+    def profile(self) -> Path:
+        return self.root / "data" / "profile"
+
+    @property
+    def decision(self) -> Path:
+        return self.root / "data" / "decision"
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -70,5 +78,7 @@ def run_stage(name: str, params: Params, paths: Paths) -> dict[str, Any]:
 
 
 # Stage modules register themselves; imported last because they import this module.
+from transferpilot.stages import decide as _decide  # noqa: E402, F401
 from transferpilot.stages import extract as _extract  # noqa: E402, F401
 from transferpilot.stages import prepare as _prepare  # noqa: E402, F401
+from transferpilot.stages import profile as _profile  # noqa: E402, F401

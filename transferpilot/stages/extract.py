@@ -3,9 +3,10 @@
 Writes ``<output>.npy`` (N, D) for every candidate layer, ``pre_logits`` and
 ``logits``, rows in ``manifest.csv`` order; ``moments.npz`` with, per
 BatchNorm point, the dataset's per-channel mean and variance (over all images
-and per split) beside ImageNet's running statistics; and ``meta.json``. The
-per-image work is cached by content under ``extract.cache_dir``, so only new
-images cost a forward pass.
+and per split) beside ImageNet's running statistics; ``meta.json``; and
+``imagenet_head.npy`` (the ImageNet classifier's weight rows, one prototype per
+class) when the head is linear. The per-image work is cached by content under
+``extract.cache_dir``, so only new images cost a forward pass.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ import numpy as np
 
 from transferpilot.config import ExtractParams, ModelParams
 from transferpilot.device import resolve_device
-from transferpilot.features import ExtractOptions, extract_features, running_stats
+from transferpilot.features import (
+    ExtractOptions,
+    extract_features,
+    moment_points,
+    running_stats,
+)
 from transferpilot.intake import SPLITS, Record, read_manifest
 from transferpilot.io import fresh_dir, save_npy, write_json
 from transferpilot.stages import Paths, register_stage
@@ -76,7 +82,7 @@ def run(model: ModelParams, params: ExtractParams, paths: Paths) -> dict[str, An
             for ly in backbone.layers
         ],
         "outputs": {k: int(v.shape[1]) for k, v in feats.arrays.items()},
-        "moment_points": list(feats.per_image_mean),
+        "moment_points": moment_points(backbone.model, [ly.name for ly in backbone.layers]),
         "images": len(records),
         "device": str(device),
         "computed": feats.stats.computed,
@@ -87,6 +93,9 @@ def run(model: ModelParams, params: ExtractParams, paths: Paths) -> dict[str, An
             save_npy(out / f"{name}.npy", array.astype(np.float32, copy=False))
         with open(out / "moments.npz", "wb") as fh:
             np.savez(fh, **moments)
+        head = backbone.head()
+        if head is not None:  # ImageNet class prototypes, for the profile step
+            save_npy(out / "imagenet_head.npy", head.weight.detach().float().cpu().numpy())
         write_json(out / "meta.json", meta)
     log.info(
         "extract: %d images, %d computed in %.1f s (%.1f images/s), %d outputs -> %s",

@@ -11,12 +11,14 @@ score in [0, 1] that ranks like the SVM, *not* a calibrated probability.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -72,6 +74,13 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         raise ValueError(f"kind must be 'logistic' or 'svm', got {self.kind!r}")
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
+        """Choose C by CV, refit on all of ``X``. Solver convergence warnings are silenced:
+        the CV score already tells whether a C value works."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return self._fit(X, y)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray(y)
         _, counts = np.unique(y, return_counts=True)

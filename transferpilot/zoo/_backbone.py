@@ -91,6 +91,17 @@ class Backbone:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def head(self) -> nn.Linear | None:
+        """The ImageNet classifier layer (its rows are the class prototypes), if linear."""
+        linears = [
+            m
+            for m in self.model.modules()
+            if isinstance(m, nn.Linear) and m.out_features == self.num_classes
+        ]
+        if linears and linears[-1].in_features == self.num_features:
+            return linears[-1]
+        return None
+
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: what ``transferpilot models NAME`` prints."""
         return {

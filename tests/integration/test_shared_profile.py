@@ -1,0 +1,49 @@
+"""`transferpilot profile` puts each shared dataset in its quadrant (skipped without ../shared)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.shared, pytest.mark.slow]
+
+# From ../shared/datasets/SOURCES.md: one dataset per quadrant.
+QUADRANTS = {
+    "hymenoptera": "small/similar",
+    "brain_tumor_mri": "small/different",
+    "mnist": "large/different",
+    "imagenette": "large/similar",
+}
+
+
+@pytest.mark.parametrize("name", list(QUADRANTS))
+def test_each_dataset_lands_in_its_quadrant(
+    shared_datasets: Path, tmp_path: Path, name: str
+) -> None:
+    cmd = [
+        str(Path(sys.executable).parent / "transferpilot"),
+        "-q",
+        "profile",
+        str(shared_datasets / name),
+        "--json",
+        "--sample",
+        "400",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["quadrant"] == QUADRANTS[name], out["reason"]
+    expected = {
+        "small/similar": {"linear"},
+        "small/different": {"svm"},
+        "large/similar": {"finetune"},
+        "large/different": {"finetune", "svm", "linear"},
+    }
+    assert out["strategy"] in expected[out["quadrant"]], out["reason"]
+    assert str(round(out["similarity"], 2)) in out["reason"]

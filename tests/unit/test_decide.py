@@ -1,0 +1,140 @@
+"""The decision table: four quadrants, overrides, the budget rule, reasons with numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from transferpilot.config import DecideParams
+from transferpilot.decide import Decision, choose_strategy, finetune_minutes
+from transferpilot.errors import ConfigError
+from transferpilot.profile import (
+    HeadMeasures,
+    LayerGap,
+    LayerProbe,
+    Profile,
+    Similarity,
+    SizeProfile,
+    Throughput,
+)
+
+LAYERS = ["blocks.0", "blocks.2", "blocks.4", "blocks.6"]
+
+
+def make_profile(
+    *,
+    per_class: int,
+    score: float,
+    probes: dict[str, float] | None = None,
+    overlaps: list[float] | None = None,
+    train_rate: float = 100.0,
+) -> Profile:
+    probes = probes or {
+        "blocks.0": 0.5,
+        "blocks.2": 0.6,
+        "blocks.4": 0.8,
+        "blocks.6": 0.85,
+        "pre_logits": 0.9,
+        "logits": 0.88,
+    }
+    overlaps = overlaps or [0.99, 0.98, 0.97, 0.9, 0.8]
+    names = [*LAYERS, "pre_logits"]
+    depth = [LayerGap(n, f"{n}.bn", 8, 0.1, 0.1, o) for n, o in zip(names, overlaps, strict=True)]
+    head = HeadMeasures(confidence=0.5, entropy=1 - score, certainty=score, prototype_cosine=0.2)
+    n_classes = 4
+    return Profile(
+        model="efficientnet_lite0",
+        layers=[*LAYERS, "pre_logits", "logits"],
+        size=SizeProfile(
+            n_images=per_class * n_classes * 5 // 4,
+            n_train=per_class * n_classes,
+            n_classes=n_classes,
+            train_per_class={str(i): per_class for i in range(n_classes)},
+            images_per_class={"min": per_class, "median": per_class, "max": per_class},
+            imbalance=1.0,
+            width={"min": 32, "median": 32, "max": 32},
+            height={"min": 32, "median": 32, "max": 32},
+            modes={"RGB": per_class * n_classes},
+        ),
+        similarity=Similarity(score, score, 1.0, "certainty x overlap", head, depth),
+        probes=[LayerProbe(k, 8, v, 0.01, 100, 0.1) for k, v in probes.items()],
+        throughput=Throughput(train_rate, train_rate * 4, 16, "cpu"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("per_class", "score", "quadrant", "strategy"),
+    [
+        (100, 0.8, "small/similar", "linear"),
+        (100, 0.2, "small/different", "svm"),
+        (500, 0.8, "large/similar", "finetune"),
+        (500, 0.2, "large/different", "finetune"),
+    ],
+)
+def test_the_four_quadrants(per_class: int, score: float, quadrant: str, strategy: str) -> None:
+    decision = choose_strategy(make_profile(per_class=per_class, score=score), DecideParams())
+    assert (decision.quadrant, decision.strategy) == (quadrant, strategy)
+    assert f"{score:.2f}" in decision.reason and f"{per_class:g}" in decision.reason
+    assert not decision.overridden
+    assert Decision.from_dict(decision.to_dict()) == decision
+
+
+def test_thresholds_come_from_params() -> None:
+    profile = make_profile(per_class=100, score=0.4)
+    relaxed = DecideParams(large_images_per_class=50, similarity_threshold=0.3)
+    assert choose_strategy(profile, relaxed).quadrant == "large/similar"
+
+
+def test_small_different_takes_the_best_probed_layer_and_records_every_score() -> None:
+    probes = {
+        "blocks.0": 0.5,
+        "blocks.2": 0.7,
+        "blocks.4": 0.93,
+        "blocks.6": 0.9,
+        "pre_logits": 0.85,
+        "logits": 0.8,
+    }
+    decision = choose_strategy(make_profile(per_class=50, score=0.1, probes=probes), DecideParams())
+    assert (decision.strategy, decision.layer) == ("svm", "blocks.4")
+    assert decision.evidence["probes"] == probes
+    assert "blocks.4 0.930" in decision.reason
+
+
+def test_small_similar_uses_the_head_outputs_when_they_probe_better() -> None:
+    probes = {"blocks.6": 0.9, "pre_logits": 0.93, "logits": 0.97}
+    decision = choose_strategy(make_profile(per_class=50, score=0.9, probes=probes), DecideParams())
+    assert (decision.strategy, decision.layer) == ("linear", "logits")
+    assert "log-probabilities" in decision.reason
+
+
+def test_finetune_freezes_matching_early_layers_only_for_similar_data() -> None:
+    similar = choose_strategy(
+        make_profile(per_class=500, score=0.8, overlaps=[0.99, 0.98, 0.9, 0.97, 0.8]),
+        DecideParams(),
+    )
+    assert similar.hyperparameters["frozen_layers"] == ["blocks.0", "blocks.2"]
+    assert similar.hyperparameters["lr_ratio"] == 0.1
+    different = choose_strategy(make_profile(per_class=500, score=0.2), DecideParams())
+    assert different.hyperparameters["frozen_layers"] == []
+    assert different.hyperparameters["lr_ratio"] == 0.3
+
+
+def test_budget_vetoes_finetuning_and_says_so() -> None:
+    slow = make_profile(per_class=500, score=0.8, train_rate=2.0)
+    minutes = finetune_minutes(slow, 10)
+    assert minutes is not None and minutes > 60
+    decision = choose_strategy(slow, DecideParams(budget_minutes=60))
+    assert decision.strategy == "linear" and decision.layer == "pre_logits"
+    assert "budget" in decision.reason and f"{minutes:.0f} min" in decision.reason
+    unlimited = choose_strategy(slow, DecideParams(budget_minutes=None))
+    assert unlimited.strategy == "finetune"
+
+
+def test_manual_overrides() -> None:
+    profile = make_profile(per_class=100, score=0.2)
+    forced = choose_strategy(profile, DecideParams(strategy="finetune"))
+    assert forced.strategy == "finetune" and forced.overridden
+    assert "Manual override" in forced.reason and "svm" in forced.reason
+    layer = choose_strategy(profile, DecideParams(layer="blocks.2"))
+    assert (layer.strategy, layer.layer, layer.overridden) == ("svm", "blocks.2", True)
+    with pytest.raises(ConfigError, match=r"decide.layer.*valid: blocks.0"):
+        choose_strategy(profile, DecideParams(layer="conv99"))

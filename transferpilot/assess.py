@@ -1,0 +1,128 @@
+"""Profile a folder and decide, outside the pipeline: what ``transferpilot profile`` runs.
+
+The same library calls as the ``prepare``, ``extract``, ``profile`` and
+``decide`` stages, in memory: intake, cached extraction (of a stratified
+sample, when asked), the profile, the decision.
+
+>>> assessment = assess_folder(Path("my_images"), Params())  # doctest: +SKIP
+>>> assessment.decision.strategy  # doctest: +SKIP
+'svm'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferpilot.config import Params
+from transferpilot.decide import Decision, choose_strategy
+from transferpilot.device import resolve_device
+from transferpilot.errors import DataError
+from transferpilot.features import ExtractOptions, extract_features
+from transferpilot.intake import prepare_dataset
+from transferpilot.profile import (
+    Profile,
+    measure_throughput,
+    probe_options,
+    profile_features,
+    reference_distance,
+    size_profile,
+    stratified_sample,
+)
+from transferpilot.zoo import PRE_LOGITS, create_backbone
+
+
+@dataclass(frozen=True)
+class Assessment:
+    profile: Profile
+    decision: Decision
+
+    def summary(self) -> dict[str, Any]:
+        """The flat JSON of ``transferpilot profile --json``."""
+        profile, decision = self.profile, self.decision
+        size, sim = profile.size, profile.similarity
+        gaps = {g.layer: g for g in sim.depth}
+        layers = []
+        for name in profile.layers:
+            probe, gap = profile.probe(name), gaps.get(name)
+            layers.append(
+                {
+                    "layer": name,
+                    "probe_accuracy": probe.cv_accuracy if probe else None,
+                    "kl": gap.kl_mean if gap else None,
+                    "overlap": gap.overlap if gap else None,
+                }
+            )
+        return {
+            "model": profile.model,
+            "n_images": size.n_images,
+            "n_classes": size.n_classes,
+            "images_per_class": size.images_per_class,
+            "imbalance": size.imbalance,
+            "size": decision.size,
+            "similarity": sim.score,
+            "domain": decision.domain,
+            "quadrant": decision.quadrant,
+            "strategy": decision.strategy,
+            "layer": decision.layer,
+            "hyperparameters": decision.hyperparameters,
+            "reason": decision.reason,
+            "similarity_parts": {
+                "certainty": sim.certainty,
+                "overlap": sim.overlap,
+                "confidence": sim.head.confidence,
+                "prototype_cosine": sim.head.prototype_cosine,
+                "formula": sim.formula,
+                "note": sim.note,
+            },
+            "layers": layers,
+            "throughput": None if profile.throughput is None else vars(profile.throughput),
+            "reference": profile.reference,
+        }
+
+
+def assess_folder(source: Path, params: Params, *, sample: int = 0) -> Assessment:
+    """Intake, extraction, profile and decision for ``source`` with ``params``.
+
+    Sizes count every usable image; with ``sample`` > 0 the similarity and the
+    layer probes use a stratified sample of that many images (split x class).
+    """
+    intake = prepare_dataset(params.prepare.model_copy(update={"source": Path(source)}))
+    if intake.fatal:
+        raise DataError(f"{source}: {intake.fatal}")
+    records = intake.records
+    if sample:
+        strata = np.array([f"{r.split}/{r.label}" for r in records])
+        records = [records[i] for i in stratified_sample(strata, sample, params.prepare.seed)]
+    backbone = create_backbone(params.model.name, arch=params.model.arch)
+    device = resolve_device(params.extract.device)
+    opts = ExtractOptions(batch_size=params.extract.batch_size, workers=params.extract.workers)
+    cache = params.extract.cache_dir
+    feats = extract_features(
+        backbone, [(r.path, r.sha256) for r in records], cache_root=cache, device=device, opts=opts
+    )
+    cfg = params.profile
+    throughput = measure_throughput(backbone, device) if cfg.measure_throughput else None
+    reference = None
+    if cfg.reference:
+        reference = reference_distance(
+            backbone,
+            cfg.reference,
+            feats.arrays[PRE_LOGITS],
+            cache_root=cache,
+            device=device,
+            opts=opts,
+        )
+    profile = profile_features(
+        records,
+        feats,
+        backbone,
+        probe=probe_options(params.profile, params.prepare.seed),
+        throughput=throughput,
+        reference=reference,
+        size=size_profile(intake.records),
+    )
+    return Assessment(profile, choose_strategy(profile, params.decide))

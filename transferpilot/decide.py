@@ -1,0 +1,209 @@
+"""Decide how to transfer: the seed's size x similarity table, as a pure function.
+
+=========  ==========================================  ======================================
+           similar to ImageNet                          different from ImageNet
+=========  ==========================================  ======================================
+small      ``linear`` on the top-layer CNN codes         ``svm`` on the layer whose probe
+           (or on the ImageNet head's log-probabilities  scores best (often an earlier one)
+           when those probe better)
+large      ``finetune``: leading layers that already     ``finetune`` the whole network, a
+           match ImageNet stay frozen, pretrained        larger learning-rate ratio
+           layers at 0.1x the head's learning rate
+=========  ==========================================  ======================================
+
+Size: the median number of training images per class against
+``decide.large_images_per_class``. Similarity: the profile's score against
+``decide.similarity_threshold``. A compute budget can veto fine-tuning (the
+estimate comes from throughput measured on this machine); ``decide.strategy``
+and ``decide.layer`` override the choice, and the reason says so.
+
+>>> decision = choose_strategy(profile, DecideParams())  # doctest: +SKIP
+>>> decision.strategy, decision.layer  # doctest: +SKIP
+('svm', 'blocks.6')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from transferpilot.config import DecideParams
+from transferpilot.errors import ConfigError
+from transferpilot.profile import LayerProbe, Profile
+from transferpilot.zoo import LOGITS, PRE_LOGITS
+
+TOP_LAYERS = (PRE_LOGITS, LOGITS)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to train, and why, in words that cite the numbers."""
+
+    quadrant: str
+    size: str
+    domain: str
+    strategy: str
+    layer: str
+    hyperparameters: dict[str, Any]
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    overridden: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return _ADAPTER.dump_python(self, mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Decision:
+        return _ADAPTER.validate_python(data)
+
+
+_ADAPTER = TypeAdapter(Decision)
+
+
+def _best(probes: list[LayerProbe]) -> LayerProbe:
+    """Highest CV accuracy; ties go to the later (more specific, usually cheaper) layer."""
+    return max(reversed(probes), key=lambda p: p.cv_accuracy)
+
+
+def _linear_plan(profile: Profile, kind: str) -> tuple[str, LayerProbe | None, str]:
+    """The layer for ``linear`` (top layers) or ``svm`` (any layer), and why."""
+    if kind == "linear":
+        top = [p for p in profile.probes if p.layer in TOP_LAYERS]
+        if not top:
+            return PRE_LOGITS, None, "the CNN codes"
+        best = _best(top)
+        what = (
+            "the CNN codes (pre_logits)"
+            if best.layer == PRE_LOGITS
+            else "the ImageNet head's log-probabilities (logits), which probe better than the "
+            "CNN codes: the pretrained classifier already separates these classes"
+        )
+        return best.layer, best, what
+    best = _best(profile.probes)
+    scores = ", ".join(f"{p.layer} {p.cv_accuracy:.3f}" for p in profile.probes)
+    return best.layer, best, f"layer {best.layer}, the best of the probed layers ({scores})"
+
+
+def _finetune_plan(profile: Profile, rules: DecideParams, similar: bool) -> dict[str, Any]:
+    """Frozen leading layers and the learning-rate ratio of the pretrained layers."""
+    frozen: list[str] = []
+    if similar:
+        for gap in profile.similarity.depth:
+            if gap.layer in TOP_LAYERS or gap.overlap < rules.freeze_overlap:
+                break
+            frozen.append(gap.layer)
+        frozen = frozen[: max(0, len(profile.layers) - 3)]  # always train the last stage
+    ratio = rules.lr_ratio_similar if similar else rules.lr_ratio_different
+    return {
+        "epochs": rules.finetune_epochs,
+        "frozen_layers": frozen,
+        "lr_ratio": ratio,
+        "head_warmup": True,
+    }
+
+
+def finetune_minutes(profile: Profile, epochs: int) -> float | None:
+    """Estimated fine-tuning time: epochs x (train images / train rate + val / eval rate)."""
+    t = profile.throughput
+    if t is None or t.train_images_per_s <= 0:
+        return None
+    n_train = profile.size.n_train
+    n_eval = profile.size.n_images - n_train
+    per_epoch = n_train / t.train_images_per_s + n_eval / max(t.eval_images_per_s, 1e-9)
+    return epochs * per_epoch / 60.0
+
+
+def _check_layer(layer: str, profile: Profile) -> str:
+    if layer not in profile.layers:
+        raise ConfigError(
+            f"decide.layer: {layer!r} is not a layer of {profile.model}; "
+            f"valid: {', '.join(profile.layers)}"
+        )
+    return layer
+
+
+def choose_strategy(profile: Profile, rules: DecideParams) -> Decision:
+    """Apply the rules to the profile (see the module docstring)."""
+    size_n = profile.size.images_per_class["median"]
+    score = profile.similarity.score
+    large = size_n >= rules.large_images_per_class
+    similar = score >= rules.similarity_threshold
+    size, domain = ("large" if large else "small"), ("similar" if similar else "different")
+    sim = profile.similarity
+    size_words = (
+        f"{'Large' if large else 'Small'} dataset: median {size_n:g} training images per class "
+        f"({'≥' if large else '<'} {rules.large_images_per_class})"
+    )
+    parts = [f"the ImageNet head is {sim.certainty:.0%} certain"]
+    if sim.overlap is not None:
+        parts.append(f"features overlap ImageNet's statistics {sim.overlap:.2f}")
+    sim_words = (
+        f"{'similar to' if similar else 'different from'} ImageNet: similarity {score:.2f} "
+        f"({'≥' if similar else '<'} {rules.similarity_threshold}; {', '.join(parts)})"
+    )
+    auto = "finetune" if large else ("linear" if similar else "svm")
+    evidence: dict[str, Any] = {
+        "median_images_per_class": size_n,
+        "similarity": score,
+        "probes": {p.layer: p.cv_accuracy for p in profile.probes},
+    }
+    estimate = finetune_minutes(profile, rules.finetune_epochs)
+    evidence["finetune_minutes_estimate"] = estimate
+    notes: list[str] = []
+    strategy = auto
+    if rules.strategy != "auto":
+        strategy = rules.strategy
+        if strategy != auto:
+            notes.append(f"Manual override: strategy {strategy} (the rules would choose {auto}).")
+    elif (
+        auto == "finetune"
+        and rules.budget_minutes is not None
+        and estimate is not None
+        and estimate > rules.budget_minutes
+    ):
+        best = _best(profile.probes)
+        strategy = "linear" if best.layer in TOP_LAYERS else "svm"
+        notes.append(
+            f"Fine-tuning would take about {estimate:.0f} min ({rules.finetune_epochs} epochs at "
+            f"{profile.throughput.train_images_per_s:.1f} training images/s here), over the "
+            f"{rules.budget_minutes:g} min budget: using the best probe that fits instead."
+        )
+    if strategy == "finetune":
+        hyper = _finetune_plan(profile, rules, similar)
+        layer = PRE_LOGITS
+        frozen = ", ".join(hyper["frozen_layers"]) or "nothing"
+        action = (
+            f"fine-tune the {'network' if hyper['frozen_layers'] else 'whole network'}: train the "
+            f"new head first on frozen features, then unfreeze (frozen: {frozen}) with "
+            f"pretrained layers at {hyper['lr_ratio']:g}x the head's learning rate"
+        )
+        if estimate is not None:
+            action += f" (estimated {estimate:.0f} min for {hyper['epochs']} epochs here)"
+    else:
+        layer, probe, what = _linear_plan(profile, strategy)
+        if rules.layer:
+            layer, probe = _check_layer(rules.layer, profile), profile.probe(rules.layer)
+            what = f"layer {layer} (manual override)"
+        kind = (
+            "a linear classifier (softmax regression)" if strategy == "linear" else "a linear SVM"
+        )
+        action = f"train {kind} on {what}"
+        if probe is not None:
+            action += f"; its cross-validated probe accuracy is {probe.cv_accuracy:.3f}"
+        hyper = {"layer": layer, "probe_c": probe.best_c if probe else None}
+    reason = f"{size_words}, {sim_words}. Decision: {action}."
+    if notes:
+        reason += " " + " ".join(notes)
+    return Decision(
+        quadrant=f"{size}/{domain}",
+        size=size,
+        domain=domain,
+        strategy=strategy,
+        layer=layer,
+        hyperparameters=hyper,
+        reason=reason,
+        evidence=evidence,
+        overridden=rules.strategy != "auto" or bool(rules.layer),
+    )

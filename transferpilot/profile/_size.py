@@ -1,0 +1,59 @@
+"""How big the dataset is: images, classes, per-class counts, imbalance, image sizes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from transferpilot.intake import Record
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=float)
+    return {"min": float(arr.min()), "median": float(np.median(arr)), "max": float(arr.max())}
+
+
+@dataclass(frozen=True)
+class SizeProfile:
+    """Counts are of the training split; sizes and modes of every image."""
+
+    n_images: int
+    n_train: int
+    n_classes: int
+    train_per_class: dict[str, int]
+    images_per_class: dict[str, float]
+    imbalance: float
+    width: dict[str, float]
+    height: dict[str, float]
+    modes: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def size_profile(records: Sequence[Record]) -> SizeProfile:
+    """Summarise ``records`` (manifest rows).
+
+    ``images_per_class`` (min / median / max) and ``imbalance`` (largest class
+    over smallest) count training images, since they decide what can be trained.
+    """
+    train = [r for r in records if r.split == "train"]
+    classes = sorted({r.label for r in records})
+    counts = Counter(r.label for r in train)
+    per_class = {c: counts.get(c, 0) for c in classes}
+    nonzero = [n for n in per_class.values() if n] or [0]
+    return SizeProfile(
+        n_images=len(records),
+        n_train=len(train),
+        n_classes=len(classes),
+        train_per_class=per_class,
+        images_per_class=_spread(list(per_class.values())),
+        imbalance=float(max(nonzero) / min(nonzero)) if min(nonzero) else float("inf"),
+        width=_spread([r.width for r in records]),
+        height=_spread([r.height for r in records]),
+        modes=dict(Counter(r.mode for r in records).most_common()),
+    )
