@@ -27,8 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import TypeAdapter
-
+from transferpilot._registry import JsonData
 from transferpilot.config import DecideParams
 from transferpilot.errors import ConfigError
 from transferpilot.profile import LayerProbe, Profile
@@ -38,7 +37,7 @@ TOP_LAYERS = (PRE_LOGITS, LOGITS)
 
 
 @dataclass(frozen=True)
-class Decision:
+class Decision(JsonData):
     """What to train, and why, in words that cite the numbers."""
 
     quadrant: str
@@ -50,16 +49,6 @@ class Decision:
     reason: str
     evidence: dict[str, Any] = field(default_factory=dict)
     overridden: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return _ADAPTER.dump_python(self, mode="json")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Decision:
-        return _ADAPTER.validate_python(data)
-
-
-_ADAPTER = TypeAdapter(Decision)
 
 
 def _best(probes: list[LayerProbe]) -> LayerProbe:

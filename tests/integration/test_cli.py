@@ -118,6 +118,8 @@ def test_extract_stage_writes_aligned_features_and_reuses_the_cache(tmp_path: Pa
 
 def test_profile_json_has_what_a_script_needs(tmp_path: Path) -> None:
     image_folder(tmp_path / "images", {"red": 8, "green": 8, "blue": 8}, size=24)
+    image_folder(tmp_path / "reference", {"any": 6}, size=24)
+    (tmp_path / "params.yaml").write_text("profile:\n  reference: reference\n")
     result = tp("profile", "images", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -140,5 +142,7 @@ def test_profile_json_has_what_a_script_needs(tmp_path: Path) -> None:
     assert out["strategy"] in {"linear", "svm"} and out["quadrant"].startswith("small/")
     assert {row["layer"] for row in out["layers"]} >= {"blocks.0", "pre_logits", "logits"}
     assert all(row["probe_accuracy"] is not None for row in out["layers"])
+    assert out["reference"]["images"] == 6 and out["reference"]["frechet_pre_logits"] >= 0
+    assert out["throughput"]["train_images_per_s"] > 0
     human = tp("profile", "images", cwd=tmp_path)
     assert human.returncode == 0 and "quadrant" in human.stdout and "Decision:" in human.stdout

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import TypeAdapter
 
+from transferpilot._registry import JsonData
 from transferpilot.intake import Record
 from transferpilot.profile._probes import (
     LayerProbe,
@@ -62,7 +62,7 @@ Moments = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
-class Profile:
+class Profile(JsonData):
     """Everything measured about a dataset, as the decision needs it."""
 
     model: str
@@ -75,16 +75,6 @@ class Profile:
 
     def probe(self, layer: str) -> LayerProbe | None:
         return next((p for p in self.probes if p.layer == layer), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return _ADAPTER.dump_python(self, mode="json")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Profile:
-        return _ADAPTER.validate_python(data)
-
-
-_ADAPTER = TypeAdapter(Profile)
 
 
 def build_profile(

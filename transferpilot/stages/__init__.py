@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transferpilot._registry import Registry
 from transferpilot.config import Params
 from transferpilot.errors import ConfigError
 
@@ -51,19 +52,17 @@ class Stage:
     run: Callable[..., dict[str, Any]]
 
 
-STAGES: dict[str, Stage] = {}
+STAGES: Registry[Stage] = Registry("stage", ConfigError)
 
 
 def register_stage(name: str, *, sections: tuple[str, ...]) -> Callable:
     """Register ``run(*sections, paths)`` as stage ``name``; a duplicate raises."""
 
     def deco(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-        if name in STAGES:
-            raise ValueError(f"stage {name!r} is already registered")
         unknown = [s for s in sections if s not in Params.model_fields]
         if unknown:
             raise ValueError(f"stage {name!r} reads unknown params sections {unknown}")
-        STAGES[name] = Stage(name, sections, fn)
+        STAGES.add(name, Stage(name, sections, fn))
         return fn
 
     return deco
@@ -71,9 +70,7 @@ def register_stage(name: str, *, sections: tuple[str, ...]) -> Callable:
 
 def run_stage(name: str, params: Params, paths: Paths) -> dict[str, Any]:
     """Run stage ``name`` with only its own sections of ``params``."""
-    if name not in STAGES:
-        raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
-    stage = STAGES[name]
+    stage = STAGES.get(name)
     return stage.run(*(getattr(params, s) for s in stage.sections), paths=paths)
 
 

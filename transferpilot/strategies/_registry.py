@@ -10,31 +10,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from transferpilot._registry import Registry
 from transferpilot.config import TrainParams
 from transferpilot.errors import ConfigError
 
 StrategyFactory = Callable[[TrainParams], Any]
-_STRATEGIES: dict[str, StrategyFactory] = {}
+STRATEGIES: Registry[StrategyFactory] = Registry("strategy", ConfigError)
 
 
 def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
     """Register a factory ``TrainParams -> estimator`` under ``name``."""
-
-    def deco(fn: StrategyFactory) -> StrategyFactory:
-        if name in _STRATEGIES:
-            raise ValueError(f"strategy {name!r} is already registered")
-        _STRATEGIES[name] = fn
-        return fn
-
-    return deco
+    return STRATEGIES.register(name)
 
 
 def list_strategies() -> list[str]:
-    return sorted(_STRATEGIES)
+    return sorted(STRATEGIES.names())
 
 
 def create_strategy(name: str, params: TrainParams) -> Any:
     """A fresh, unfitted estimator for strategy ``name``."""
-    if name not in _STRATEGIES:
-        raise ConfigError(f"unknown strategy {name!r}; valid: {', '.join(list_strategies())}")
-    return _STRATEGIES[name](params)
+    return STRATEGIES.get(name)(params)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from transferpilot._registry import Registry
 from transferpilot.errors import ModelError
 from transferpilot.zoo._backbone import Backbone
 
@@ -22,29 +23,20 @@ class SchemeBuilder(Protocol):
     def __call__(self, name: str, *, arch: str | None, pretrained: bool) -> Backbone: ...
 
 
-_NAMED: dict[str, NamedBuilder] = {}
-_SCHEMES: dict[str, tuple[SchemeBuilder, str]] = {}
+_NAMED: Registry[NamedBuilder] = Registry("model", ModelError)
+_SCHEMES: Registry[tuple[SchemeBuilder, str]] = Registry("model scheme", ModelError)
 
 
 def register_model(name: str) -> Callable[[NamedBuilder], NamedBuilder]:
     """Register a named backbone builder; a duplicate name raises."""
-
-    def deco(fn: NamedBuilder) -> NamedBuilder:
-        if name in _NAMED:
-            raise ValueError(f"model {name!r} is already registered")
-        _NAMED[name] = fn
-        return fn
-
-    return deco
+    return _NAMED.register(name)
 
 
 def register_scheme(scheme: str, usage: str) -> Callable[[SchemeBuilder], SchemeBuilder]:
-    """Register a ``scheme:<name>`` family of backbones; a duplicate scheme raises."""
+    """Register a ``scheme:<name>`` family of backbones (``usage`` shows the pattern)."""
 
     def deco(fn: SchemeBuilder) -> SchemeBuilder:
-        if scheme in _SCHEMES:
-            raise ValueError(f"model scheme {scheme!r} is already registered")
-        _SCHEMES[scheme] = (fn, usage)
+        _SCHEMES.add(scheme, (fn, usage))
         return fn
 
     return deco
@@ -52,7 +44,7 @@ def register_scheme(scheme: str, usage: str) -> Callable[[SchemeBuilder], Scheme
 
 def list_models() -> list[str]:
     """The valid model names: the named entries, then the families' patterns."""
-    return sorted(_NAMED) + [usage for _, usage in _SCHEMES.values()]
+    return sorted(_NAMED.names()) + [usage for _, (_, usage) in _SCHEMES.items()]
 
 
 def create_backbone(name: str, *, arch: str | None = None, pretrained: bool = True) -> Backbone:
@@ -65,9 +57,9 @@ def create_backbone(name: str, *, arch: str | None = None, pretrained: bool = Tr
     if name in _NAMED:
         if arch:
             raise ModelError(f"model {name!r} takes no `arch`; `arch` is for file:<path> models")
-        return _NAMED[name](pretrained=pretrained)
+        return _NAMED.get(name)(pretrained=pretrained)
     scheme, sep, rest = name.partition(":")
     if sep and scheme in _SCHEMES and rest:
-        builder, _ = _SCHEMES[scheme]
+        builder, _ = _SCHEMES.get(scheme)
         return builder(rest, arch=arch, pretrained=pretrained)
     raise ModelError(f"unknown model {name!r}; valid: {', '.join(list_models())}")
