@@ -116,6 +116,7 @@ def test_extract_stage_writes_aligned_features_and_reuses_the_cache(tmp_path: Pa
     assert json.loads((out / "meta.json").read_text())["computed"] == 0
 
 
+@pytest.mark.slow
 def test_profile_json_has_what_a_script_needs(tmp_path: Path) -> None:
     image_folder(tmp_path / "images", {"red": 8, "green": 8, "blue": 8}, size=24)
     image_folder(tmp_path / "reference", {"any": 6}, size=24)
