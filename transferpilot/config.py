@@ -139,16 +139,54 @@ class DecideParams(Section):
 
 
 class TrainParams(Section):
-    """Training the chosen strategy."""
+    """Training the decided strategy: linear/svm on features, or fine-tuning."""
 
     c_grid: tuple[Annotated[float, Field(gt=0)], ...] = Field(
         (0.0001, 0.001, 0.01, 0.1, 1.0),
         min_length=1,
-        description="C values tried by CV (features are standardised first)",
+        description="linear/svm: C values tried by CV (features are standardised first)",
     )
-    cv_folds: int = Field(5, ge=2, le=20, description="stratified folds to choose C")
+    cv_folds: int = Field(5, ge=2, le=20, description="linear/svm: stratified folds to choose C")
     max_iter: int = Field(2000, ge=10)
     seed: int = 0
+    # fine-tuning
+    epochs: int | None = Field(None, ge=1, description="finetune: null = the decision's")
+    batch_size: int = Field(32, ge=1, le=4096)
+    lr: float = Field(1e-3, gt=0, description="finetune: the new head's AdamW learning rate")
+    lr_ratio: float | None = Field(
+        None, gt=0, le=1, description="pretrained layers' rate / the head's; null = the decision's"
+    )
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    patience: int = Field(
+        3, ge=1, description="epochs without a better val accuracy before stopping"
+    )
+    input_size: int | None = Field(
+        None, ge=16, description="training resolution; null = the model's"
+    )
+    augment: bool = Field(True, description="random resized crop + horizontal flip on train")
+    crop_scale: tuple[float, float] = Field((0.35, 1.0), description="random resized crop area")
+    hflip: float = Field(0.5, ge=0, le=1)
+    head_epochs: int = Field(
+        0, ge=0, description="epochs of head-only training after the probe init"
+    )
+    freeze: tuple[str, ...] | None = Field(
+        None, description="regexes of frozen parameters; null = the decision's frozen layers"
+    )
+    train_bn: bool = Field(
+        False, description="trained layers' BatchNorms use batch statistics (default: ImageNet's)"
+    )
+    device: Device = "auto"
+    workers: int = Field(-1, ge=-1, description="decoding processes; -1 = auto")
+    amp: bool = True
+
+    @model_validator(mode="after")
+    def _crop_scale_ordered(self) -> TrainParams:
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError("crop_scale must be two numbers 0 < low <= high <= 1")
+        return self
 
 
 class Params(Section):

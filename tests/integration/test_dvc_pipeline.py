@@ -53,11 +53,13 @@ def workdir(tmp_path: Path, project_root: Path) -> Path:
 
 def test_repro_twice_then_a_param_change(workdir: Path) -> None:
     first = run(["dvc", "repro"], workdir)
-    for stage in ("prepare", "extract", "profile", "decide"):
+    for stage in ("prepare", "extract", "profile", "decide", "train"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (workdir / "data" / "prepared" / "manifest.csv").is_file()
     decision = json.loads((workdir / "data" / "decision" / "decision.json").read_text())
     assert decision["quadrant"] == "small/different" and decision["strategy"] == "svm"
+    trained = json.loads((workdir / "models" / "train" / "train.json").read_text())
+    assert trained["strategy"] == "svm" and (workdir / "models" / "train" / "head.joblib").exists()
 
     second = run(["dvc", "repro"], workdir)
     assert "Running stage" not in second.stdout
@@ -73,6 +75,13 @@ def test_repro_twice_then_a_param_change(workdir: Path) -> None:
     params["decide"]["strategy"] = "linear"  # only decide (and what follows) re-runs
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     fourth = run(["dvc", "repro"], workdir)
-    assert "Running stage 'decide'" in fourth.stdout
+    assert "Running stage 'decide'" in fourth.stdout and "Running stage 'train'" in fourth.stdout
     for stage in ("prepare", "extract", "profile"):
         assert f"Running stage '{stage}'" not in fourth.stdout
+
+    params["train"]["cv_folds"] = 2  # a train parameter: only train re-runs
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    fifth = run(["dvc", "repro"], workdir)
+    assert "Running stage 'train'" in fifth.stdout
+    for stage in ("prepare", "extract", "profile", "decide"):
+        assert f"Running stage '{stage}'" not in fifth.stdout

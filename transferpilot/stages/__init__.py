@@ -42,6 +42,15 @@ class Paths:
     def decision(self) -> Path:
         return self.root / "data" / "decision"
 
+    @property
+    def models(self) -> Path:
+        return self.root / "models" / "train"
+
+    @property
+    def checkpoints(self) -> Path:
+        """Resumable fine-tuning state: outside DVC's outputs, which it deletes before a run."""
+        return self.root / "models" / "checkpoints"
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -79,3 +88,4 @@ from transferpilot.stages import decide as _decide  # noqa: E402, F401
 from transferpilot.stages import extract as _extract  # noqa: E402, F401
 from transferpilot.stages import prepare as _prepare  # noqa: E402, F401
 from transferpilot.stages import profile as _profile  # noqa: E402, F401
+from transferpilot.stages import train as _train  # noqa: E402, F401

@@ -1,0 +1,68 @@
+"""The train stage through the CLI: a linear head, and fine-tuning with curves and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.images import image_folder
+from tests.integration.test_cli import tp
+
+pytestmark = pytest.mark.slow
+
+PARAMS = """
+prepare:
+  source: images
+extract:
+  workers: 0
+profile:
+  measure_throughput: false
+decide:
+  strategy: {strategy}
+train:
+  epochs: 2
+  batch_size: 8
+  input_size: 64
+  workers: 0
+  cv_folds: 3
+"""
+
+
+def run_pipeline(project: Path, strategy: str) -> dict:
+    (project / "params.yaml").write_text(PARAMS.format(strategy=strategy))
+    for stage in ("prepare", "extract", "profile", "decide", "train"):
+        result = tp("stage", stage, cwd=project)
+        assert result.returncode == 0, f"{stage}: {result.stderr}"
+    return json.loads((project / "models" / "train" / "train.json").read_text())
+
+
+def test_linear_head_is_saved_with_its_sidecar(tmp_path: Path) -> None:
+    image_folder(tmp_path / "images", {"red": 8, "green": 8}, size=24)
+    summary = run_pipeline(tmp_path, "linear")
+    assert summary["strategy"] == "linear" and summary["layer"] in {"pre_logits", "logits"}
+    assert summary["val_accuracy"] >= 0.5
+    sidecar = json.loads((tmp_path / "models" / "train" / "head.json").read_text())
+    assert sidecar["model"] == "efficientnet_lite0" and sidecar["classes"] == ["green", "red"]
+
+
+def test_finetune_trains_logs_curves_checkpoints_and_resumes(tmp_path: Path) -> None:
+    image_folder(tmp_path / "images", {"red": 8, "green": 8}, size=24)
+    summary = run_pipeline(tmp_path, "finetune")
+    assert summary["strategy"] == "finetune" and summary["epochs_run"] == 2
+    assert summary["resumed_from_epoch"] is None
+    assert {g["name"] for g in summary["groups"]} >= {"head", "pretrained"}
+    out = tmp_path / "models" / "train"
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["classes"] == ["green", "red"] and meta["data_config"]["input_size"] == [3, 64, 64]
+    assert (out / "model.safetensors").stat().st_size > 1_000_000
+    curve = (out / "live" / "plots" / "metrics" / "val_accuracy.tsv").read_text().splitlines()
+    assert curve[0].split("\t") == ["step", "val_accuracy"] and len(curve) == 3
+    assert not (tmp_path / "dvc.yaml").exists()  # DVCLive did not write one
+    assert (tmp_path / "models" / "checkpoints" / "last.json").exists()
+
+    again = tp("stage", "train", cwd=tmp_path)  # same data and settings: nothing left to train
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads((out / "train.json").read_text())
+    assert resumed["resumed_from_epoch"] == 2 and resumed["val_accuracy"] == summary["val_accuracy"]

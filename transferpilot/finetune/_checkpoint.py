@@ -1,0 +1,105 @@
+"""Checkpoints: safetensors tensors plus a JSON record; never pickled, written atomically.
+
+A checkpoint ``<stem>`` is ``<stem>.safetensors`` (model weights),
+``<stem>.optim.safetensors`` (optimizer tensors, "last" only) and ``<stem>.json``
+(epoch, metrics, scheduler and optimizer scalars, and the digests of both
+tensor files). The JSON is written last and names the digests, so a
+checkpoint cut short by a kill is recognised and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from transferpilot.io import sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta
+    )
+    os.replace(tmp, path)
+    return sha256_file(path)
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    groups = [
+        {k: v for k, v in g.items() if k != "params"} | {"params": g["params"]}
+        for g in state["param_groups"]
+    ]
+    return tensors, {"scalars": scalars, "param_groups": groups}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for idx, scalars in rest["scalars"].items():
+        state.setdefault(int(idx), {}).update(scalars)
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def save_checkpoint(
+    directory: Path,
+    stem: str,
+    model: torch.nn.Module,
+    record: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+) -> None:
+    """Write ``<stem>.*`` under ``directory`` (see the module docstring)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    record = dict(record)
+    record["model_sha256"] = _save_tensors(
+        directory / f"{stem}.safetensors", model.state_dict(), {}
+    )
+    if optimizer is not None:
+        tensors, rest = _flatten_optimizer(optimizer.state_dict())
+        record["optimizer"] = rest
+        record["optimizer_sha256"] = _save_tensors(
+            directory / f"{stem}.optim.safetensors", tensors, {}
+        )
+    write_json(directory / f"{stem}.json", record)
+
+
+def load_checkpoint(directory: Path, stem: str) -> dict[str, Any] | None:
+    """The record of ``<stem>`` with its tensors (``model``, ``optimizer``), or None if absent
+    or incomplete (a file missing or not matching its digest)."""
+    meta_path = directory / f"{stem}.json"
+    if not meta_path.exists():
+        return None
+    try:
+        record = json.loads(meta_path.read_text(encoding="utf-8"))
+        model_path = directory / f"{stem}.safetensors"
+        if sha256_file(model_path) != record["model_sha256"]:
+            raise ValueError("model weights do not match the record")
+        record["model"] = load_file(str(model_path))
+        if "optimizer_sha256" in record:
+            optim_path = directory / f"{stem}.optim.safetensors"
+            if sha256_file(optim_path) != record["optimizer_sha256"]:
+                raise ValueError("optimizer state does not match the record")
+            record["optimizer"] = _unflatten_optimizer(
+                load_file(str(optim_path)), record["optimizer"]
+            )
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+        log.warning("ignoring checkpoint %s: %s", directory / stem, err)
+        return None
+    return record

@@ -1,0 +1,472 @@
+"""Fine-tuning, the way the guidance says: head first, then the network at a smaller rate.
+
+:class:`Finetuner` has the estimator interface of the feature classifiers:
+``fit(images, labels)`` then ``predict`` / ``predict_proba(images)``, where
+``images`` are file paths. Steps:
+
+1. replace the ImageNet head with one for the dataset's classes, initialised
+   from a linear probe on the cached CNN codes when given (LP-FT), else by
+   ``head_epochs`` of training on the frozen backbone;
+2. freeze the parameters matching ``frozen`` (named groups); BatchNorms keep
+   ImageNet's running statistics (eval mode) — in frozen layers always, in
+   trained layers unless ``train_bn`` (their affine parameters still learn);
+3. train with AdamW, the head at ``lr`` and pretrained layers at
+   ``lr * lr_ratio``, linear warm-up then cosine decay, label smoothing,
+   augmentation (random resized crop, flip) on train only;
+4. keep the best epoch by validation accuracy, stop after ``patience``
+   epochs without improvement; checkpoint every epoch and resume from the last.
+
+Each epoch seeds its own randomness from ``(seed, epoch)``, so a run resumed
+after a kill continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from transferpilot.finetune._checkpoint import load_checkpoint, save_checkpoint
+from transferpilot.finetune._groups import freeze, param_groups, set_batchnorm_mode
+from transferpilot.images import open_rgb
+from transferpilot.zoo import Backbone, DataConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The recipe (see ``train`` in params.yaml; the decision supplies epochs, frozen, lr_ratio)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    patience: int = 3
+    input_size: int | None = None
+    augment: bool = True
+    crop_scale: tuple[float, float] = (0.35, 1.0)
+    hflip: float = 0.5
+    head_epochs: int = 0
+    frozen: tuple[str, ...] = ()
+    train_bn: bool = False
+    seed: int = 0
+    workers: int = 0
+    amp: bool = True
+    channels_last: bool = True
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+    images_per_s: float
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val_accuracy: float
+    epochs_run: int
+    resumed_from: int | None
+    stopped_early: bool
+    history: list[EpochLog] = field(default_factory=list)
+
+
+class _Images(Dataset):
+    def __init__(self, paths: Sequence[Path], targets: Sequence[int], transform: Callable) -> None:
+        self.paths, self.targets, self.transform = list(paths), list(targets), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(open_rgb(Path(self.paths[i]))), self.targets[i]
+
+
+def _seed_all(seed: int) -> None:
+    """Seed every RNG the augmentations may use (timm's crops use Python's ``random``)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    _seed_all(torch.initial_seed() % 2**32)
+
+
+def replace_head(model: nn.Module, backbone: Backbone, num_classes: int) -> str:
+    """Swap the ImageNet classifier for a new ``Linear(features, classes)``; returns its name."""
+    head = backbone.head()
+    if head is None:
+        raise ValueError(f"{backbone.spec}: no linear ImageNet head to replace")
+    name = next(n for n, m in backbone.model.named_modules() if m is head)
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, nn.Linear(head.in_features, num_classes))
+    return name
+
+
+def lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up from 1% to 100%, then cosine decay to 0 (per optimizer step)."""
+
+    def scale(step: int) -> float:
+        if step < warmup_steps:
+            return 0.01 + 0.99 * step / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return scale
+
+
+class Finetuner:
+    """Fine-tune a backbone on labelled image files (see the module docstring).
+
+    >>> config = FinetuneConfig(epochs=5)
+    >>> tuner = Finetuner(backbone, config, checkpoint_dir=Path("ckpt"))  # doctest: +SKIP
+    >>> tuner.fit(train_paths, train_labels, val_paths, val_labels)  # doctest: +SKIP
+    >>> tuner.predict(val_paths)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        config: FinetuneConfig,
+        *,
+        device: torch.device | None = None,
+        checkpoint_dir: Path | None = None,
+        on_epoch: Callable[[EpochLog], None] | None = None,
+    ) -> None:
+        self.backbone = backbone
+        self.config = config
+        self.device = device or torch.device("cpu")
+        self.checkpoint_dir = checkpoint_dir
+        self.on_epoch = on_epoch
+
+    # -- set-up -------------------------------------------------------------
+    def data_config(self) -> DataConfig:
+        size = self.config.input_size
+        base = self.backbone.data_config
+        return base if size is None else replace(base, input_size=(3, size, size))
+
+    def _transforms(self) -> tuple[Callable, Callable]:
+        from timm.data import create_transform
+
+        cfg, c = self.data_config(), self.config
+        common = dict(
+            input_size=cfg.input_size, interpolation=cfg.interpolation, mean=cfg.mean, std=cfg.std
+        )
+        evaluate = cfg.transform()
+        if not c.augment:
+            return evaluate, evaluate
+        train = create_transform(
+            **common, is_training=True, scale=c.crop_scale, hflip=c.hflip, color_jitter=None
+        )
+        return train, evaluate
+
+    def _build(self, num_classes: int) -> None:
+        self.model_ = copy.deepcopy(self.backbone.model)
+        self.head_name_ = replace_head(self.model_, self.backbone, num_classes)
+        self.frozen_ = freeze(self.model_, self.config.frozen)
+        self.model_.to(self.device)
+        if self.config.channels_last:
+            self.model_.to(memory_format=torch.channels_last)
+
+    def _loader(self, dataset: Dataset, *, shuffle: bool, epoch: int) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) > self.config.batch_size,
+            num_workers=self.config.workers,
+            worker_init_fn=_seed_worker,
+            generator=generator,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    def _autocast(self) -> Any:
+        import contextlib
+
+        if self.device.type == "cuda" and self.config.amp:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    def init_head(self, codes: np.ndarray, labels: Sequence[str]) -> None:
+        """LP-FT: set the new head from a logistic-regression probe on the CNN codes.
+
+        The probe is fitted on the raw codes, in the head's own parametrisation:
+        standardising first would divide by per-feature spreads, and features
+        that barely vary on clean images (but do under augmentation) would get
+        huge weights and blow the first training steps up. At most 2,000 codes
+        (stratified) are used: a starting point, not the final head.
+        """
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+        from transferpilot.profile import stratified_sample
+
+        X, y = np.asarray(codes, dtype=np.float64), np.asarray(labels)
+        rows = stratified_sample(y, 2000, seed=self.config.seed)  # plenty for a starting head
+        X, y = X[rows], y[rows]
+        _, counts = np.unique(y, return_counts=True)
+        folds = StratifiedKFold(int(max(2, min(3, counts.min()))), shuffle=True, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            scores = {
+                C: cross_val_score(LogisticRegression(C=C, max_iter=1000), X, y, cv=folds).mean()
+                for C in (0.01, 0.1, 1.0)
+            }
+            best_c = max(scores, key=scores.__getitem__)
+            probe = LogisticRegression(C=best_c, max_iter=1000).fit(X, y)
+        coef, bias = probe.coef_, probe.intercept_
+        if coef.shape[0] == 1:  # binary: p(1) = sigmoid(z) = softmax([-z/2, z/2])
+            coef, bias = np.vstack([-coef / 2, coef / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+        order = [list(probe.classes_).index(c) for c in self.classes_]
+        head = self.model_.get_submodule(self.head_name_)
+        with torch.no_grad():
+            head.weight.copy_(torch.as_tensor(coef[order], dtype=head.weight.dtype))
+            head.bias.copy_(torch.as_tensor(bias[order], dtype=head.bias.dtype))
+        self.head_init_ = {"probe_C": best_c, "probe_cv_accuracy": float(scores[best_c])}
+
+    def _codes(self, dataset: Dataset) -> np.ndarray:
+        """CNN codes of the pretrained network (unchanged) for ``dataset``, eval transform."""
+        from transferpilot.zoo import PRE_LOGITS
+
+        features = self.backbone.features.to(self.device).eval()
+        out = []
+        with torch.inference_mode():
+            for x, _ in self._loader(dataset, shuffle=False, epoch=0):
+                with self._autocast():
+                    out.append(features(x.to(self.device))[PRE_LOGITS].float().cpu().numpy())
+        return np.concatenate(out)
+
+    # -- training -----------------------------------------------------------
+    def _run_epoch(self, loader: DataLoader, optimizer, scheduler, criterion, train: bool):
+        model = self.model_
+        model.train(train)
+        if train:
+            set_batchnorm_mode(model, train_unfrozen=self.config.train_bn)
+        total, correct, loss_sum = 0, 0, 0.0
+        grad = torch.enable_grad() if train else torch.inference_mode()
+        with grad:
+            for x, y in loader:
+                x = x.to(self.device, non_blocking=True)
+                if self.config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = y.to(self.device, non_blocking=True)
+                with self._autocast():
+                    logits = model(x)
+                    loss = criterion(logits.float(), y)
+                if train:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+                total += len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                loss_sum += float(loss.detach()) * len(y)
+        return loss_sum / max(total, 1), correct / max(total, 1), total
+
+    def _run_key(self, paths: Sequence[Path], targets: Sequence[int]) -> str:
+        text = json.dumps(
+            [
+                self.backbone.spec,
+                self.backbone.weights_digest,
+                self.config.digest(),
+                self.classes_,
+                [str(p) for p in paths],
+                list(targets),
+            ]
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def fit(
+        self,
+        paths: Sequence[Path],
+        labels: Sequence[str],
+        val_paths: Sequence[Path],
+        val_labels: Sequence[str],
+        *,
+        codes: np.ndarray | None = None,
+    ) -> Finetuner:
+        """Train on ``paths``/``labels``, select and early-stop on the validation images.
+
+        ``codes`` (N, D) are the training images' CNN codes at the training resolution (the
+        feature cache's, when it matches); without them they are computed here, one
+        inference pass, since the LP-FT head is fitted to them.
+        """
+        c = self.config
+        self.classes_ = sorted(set(labels))
+        index = {label: i for i, label in enumerate(self.classes_)}
+        targets, val_targets = [index[x] for x in labels], [index[x] for x in val_labels]
+        _seed_all(c.seed)
+        self._build(len(self.classes_))
+        train_tf, eval_tf = self._transforms()
+        if codes is None:
+            codes = self._codes(_Images(paths, targets, eval_tf))
+        self.init_head(np.asarray(codes), labels)
+        train_set = _Images(paths, targets, train_tf)
+        val_set = _Images(val_paths, val_targets, eval_tf)
+        steps_per_epoch = len(self._loader(train_set, shuffle=True, epoch=0))
+        groups, self.groups_ = param_groups(
+            self.model_, self.head_name_, lr=c.lr, lr_ratio=c.lr_ratio, weight_decay=c.weight_decay
+        )
+        optimizer = torch.optim.AdamW(groups)
+        total_steps = steps_per_epoch * c.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(total_steps, round(c.warmup_epochs * steps_per_epoch))
+        )
+        criterion = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
+        run_key = self._run_key(paths, targets)
+        start, best_acc, best_epoch, stale, history, resumed = 0, -1.0, -1, 0, [], None
+        state = load_checkpoint(self.checkpoint_dir, "last") if self.checkpoint_dir else None
+        if state is not None and state.get("run_key") == run_key:
+            self.model_.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start, best_acc, best_epoch = (
+                state["epoch"] + 1,
+                state["best_accuracy"],
+                state["best_epoch"],
+            )
+            stale, history = state["stale"], [EpochLog(**h) for h in state["history"]]
+            resumed = state["epoch"]
+            log.info("resuming from the checkpoint of epoch %d", resumed + 1)
+        elif state is not None:
+            log.info(
+                "the last checkpoint is of another run (data or settings changed): starting anew"
+            )
+        self._body = [
+            p
+            for n, p in self.model_.named_parameters()
+            if p.requires_grad and not n.startswith(self.head_name_ + ".")
+        ]
+        stopped = False
+        for epoch in range(start, c.epochs):
+            if stale >= c.patience:
+                stopped = True
+                break
+            _seed_all(c.seed * 100_003 + epoch)
+            head_only = epoch < c.head_epochs
+            for p in self._body:
+                p.requires_grad_(not head_only)
+            begin = time.perf_counter()
+            tr_loss, tr_acc, seen = self._run_epoch(
+                self._loader(train_set, shuffle=True, epoch=epoch),
+                optimizer,
+                scheduler,
+                criterion,
+                True,
+            )
+            train_s = time.perf_counter() - begin
+            va_loss, va_acc, _ = self._run_epoch(
+                self._loader(val_set, shuffle=False, epoch=epoch), None, None, criterion, False
+            )
+            entry = EpochLog(
+                epoch + 1,
+                tr_loss,
+                tr_acc,
+                va_loss,
+                va_acc,
+                optimizer.param_groups[0]["lr"],
+                time.perf_counter() - begin,
+                seen / max(train_s, 1e-9),
+            )
+            history.append(entry)
+            improved = va_acc > best_acc
+            if improved:
+                best_acc, best_epoch, stale = va_acc, epoch, 0
+            else:
+                stale += 1
+            log.info(
+                "epoch %d/%d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (%.1f images/s)%s",
+                epoch + 1,
+                c.epochs,
+                tr_loss,
+                tr_acc,
+                va_loss,
+                va_acc,
+                entry.images_per_s,
+                " *best*" if improved else "",
+            )
+            if self.checkpoint_dir is not None:
+                record = {
+                    "epoch": epoch,
+                    "run_key": run_key,
+                    "best_accuracy": best_acc,
+                    "best_epoch": best_epoch,
+                    "stale": stale,
+                    "classes": self.classes_,
+                    "model": self.backbone.spec,
+                    "history": [asdict(h) for h in history],
+                    "scheduler": scheduler.state_dict(),
+                    "config": asdict(c),
+                }
+                if improved:
+                    save_checkpoint(self.checkpoint_dir, "best", self.model_, record)
+                save_checkpoint(self.checkpoint_dir, "last", self.model_, record, optimizer)
+            elif improved:
+                self._best_state = copy.deepcopy(self.model_.state_dict())
+            if self.on_epoch is not None:
+                self.on_epoch(entry)
+        self._load_best()
+        self.result_ = FitResult(best_epoch + 1, best_acc, len(history), resumed, stopped, history)
+        return self
+
+    def _load_best(self) -> None:
+        if self.checkpoint_dir is not None:
+            best = load_checkpoint(self.checkpoint_dir, "best")
+            if best is not None:
+                self.model_.load_state_dict(best["model"])
+        elif getattr(self, "_best_state", None) is not None:
+            self.model_.load_state_dict(self._best_state)
+        self.model_.eval()
+
+    # -- inference ----------------------------------------------------------
+    def predict_proba(self, paths: Sequence[Path]) -> np.ndarray:
+        """(N, classes) softmax probabilities, classes in ``classes_`` order."""
+        _, eval_tf = self._transforms()
+        loader = self._loader(_Images(paths, [0] * len(paths), eval_tf), shuffle=False, epoch=0)
+        self.model_.eval()
+        out = []
+        with torch.inference_mode():
+            for x, _ in loader:
+                x = x.to(self.device)
+                if self.config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with self._autocast():
+                    out.append(self.model_(x).float().softmax(-1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes_)))
+
+    def predict(self, paths: Sequence[Path]) -> np.ndarray:
+        return np.asarray(self.classes_)[self.predict_proba(paths).argmax(1)]
