@@ -17,7 +17,7 @@ from typing import Any
 
 from transferpilot._registry import Registry
 from transferpilot.config import Params
-from transferpilot.errors import ConfigError
+from transferpilot.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,16 @@ def register_stage(name: str, *, sections: tuple[str, ...]) -> Callable:
         return fn
 
     return deco
+
+
+def read_json(path: Path, *, produced_by: str) -> Any:
+    """An earlier stage's JSON output, or a clear error naming the stage to run first."""
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} not found: run the {produced_by} stage first") from None
 
 
 def run_stage(name: str, params: Params, paths: Paths) -> dict[str, Any]:

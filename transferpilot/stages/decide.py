@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from transferpilot.config import DecideParams
 from transferpilot.decide import choose_strategy
-from transferpilot.errors import DataError
 from transferpilot.io import write_json
 from transferpilot.profile import Profile
-from transferpilot.stages import Paths, register_stage
+from transferpilot.stages import Paths, read_json, register_stage
 
 log = logging.getLogger(__name__)
 
 
 def load_profile(paths: Paths) -> Profile:
-    path = paths.profile / "profile.json"
-    try:
-        return Profile.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise DataError(f"{path} not found: run the profile stage first") from None
+    return Profile.from_dict(read_json(paths.profile / "profile.json", produced_by="profile"))
 
 
 @register_stage("decide", sections=("decide",))

@@ -28,7 +28,7 @@ from transferpilot.features import (
 )
 from transferpilot.intake import SPLITS, Record, read_manifest
 from transferpilot.io import fresh_dir, save_npy, write_json
-from transferpilot.stages import Paths, register_stage
+from transferpilot.stages import Paths, read_json, register_stage
 from transferpilot.zoo import create_backbone
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,5 @@ class FeatureTable:
 
 def load(paths: Paths) -> FeatureTable:
     """The ``extract`` stage's outputs with the manifest they follow."""
-    import json
-
-    meta = json.loads((paths.features / "meta.json").read_text(encoding="utf-8"))
+    meta = read_json(paths.features / "meta.json", produced_by="extract")
     return FeatureTable(read_manifest(paths.prepared / "manifest.csv"), meta, paths.features)

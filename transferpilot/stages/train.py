@@ -14,7 +14,6 @@ Always writes ``train.json``: strategy, layer, validation accuracy, timings.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -27,11 +26,10 @@ import numpy as np
 from transferpilot.config import ModelParams, TrainParams
 from transferpilot.decide import Decision
 from transferpilot.device import resolve_device
-from transferpilot.errors import DataError
 from transferpilot.features import linear_inputs
 from transferpilot.finetune import EpochLog, FinetuneConfig, Finetuner, frozen_patterns
 from transferpilot.io import write_json
-from transferpilot.stages import Paths, register_stage
+from transferpilot.stages import Paths, read_json, register_stage
 from transferpilot.stages.extract import load as load_features
 from transferpilot.strategies import create_strategy, save_classifier
 from transferpilot.zoo import PRE_LOGITS, create_backbone
@@ -40,11 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def load_decision(paths: Paths) -> Decision:
-    path = paths.decision / "decision.json"
-    try:
-        return Decision.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise DataError(f"{path} not found: run the decide stage first") from None
+    return Decision.from_dict(read_json(paths.decision / "decision.json", produced_by="decide"))
 
 
 def finetune_config(params: TrainParams, decision: Decision, model: Any) -> FinetuneConfig:
