@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from transferpilot.errors import TransferpilotError
+from transferpilot.errors import ModelError, TransferpilotError
 
 app = typer.Typer(
     name="transferpilot",
@@ -27,7 +27,8 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="efficientnet_lite0 | timm:<name> | torchvision:<name> | file:<path>",
+        help="efficientnet_lite0 | timm:<name> | torchvision:<name> | file:<path>"
+        " (predict also takes a trained predictor: <path>.onnx)",
     ),
 ]
 ArchOpt = Annotated[str | None, typer.Option("--arch", help="architecture of a file:<path> model")]
@@ -90,13 +91,21 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
 ) -> None:
-    """Top-k ImageNet labels for images, with the pretrained model as-is."""
-    from transferpilot.device import resolve_device
-    from transferpilot.predict import predict_images
-    from transferpilot.zoo import create_backbone
+    """Top-k labels for images: ImageNet's with a pretrained model as-is, or your classes
+    with a trained predictor (``--model models/train/predictor.onnx``)."""
+    if model.endswith(".onnx"):
+        from transferpilot.export import Predictor
 
-    backbone = create_backbone(model, arch=arch)
-    preds = predict_images(backbone, images, top_k=top_k, device=resolve_device(device))
+        if not Path(model).is_file():
+            raise ModelError(f"{model}: no such predictor file (the train stage writes one)")
+        preds = Predictor(Path(model)).predict_files(images, top_k=top_k)
+    else:
+        from transferpilot.device import resolve_device
+        from transferpilot.predict import predict_images
+        from transferpilot.zoo import create_backbone
+
+        backbone = create_backbone(model, arch=arch)
+        preds = predict_images(backbone, images, top_k=top_k, device=resolve_device(device))
     if as_json:
         typer.echo(json.dumps([p.as_dict() for p in preds], indent=2))
     else:

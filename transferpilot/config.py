@@ -174,6 +174,9 @@ class TrainParams(Section):
     freeze: tuple[str, ...] | None = Field(
         None, description="regexes of frozen parameters; null = the decision's frozen layers"
     )
+    export: bool = Field(
+        True, description="write models/train/predictor.onnx (backbone + head, self-contained)"
+    )
     train_bn: bool = Field(
         False, description="trained layers' BatchNorms use batch statistics (default: ImageNet's)"
     )
@@ -189,6 +192,17 @@ class TrainParams(Section):
         return self
 
 
+class EvaluateParams(Section):
+    """``evaluate``: metrics, the report, and the check of the exported predictor."""
+
+    ece_bins: int = Field(15, ge=2, le=100, description="confidence bins of the calibration error")
+    mistakes: int = Field(16, ge=0, le=200, description="most confident mistakes shown")
+    check_images: int = Field(
+        64, ge=0, description="images the exported predictor is checked on (0 = no check)"
+    )
+    device: Device = "auto"
+
+
 class Params(Section):
     """All of ``params.yaml``."""
 
@@ -198,6 +212,7 @@ class Params(Section):
     profile: ProfileParams = ProfileParams()
     decide: DecideParams = DecideParams()
     train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
 
 def _describe_allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> str:

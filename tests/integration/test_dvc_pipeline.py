@@ -53,13 +53,19 @@ def workdir(tmp_path: Path, project_root: Path) -> Path:
 
 def test_repro_twice_then_a_param_change(workdir: Path) -> None:
     first = run(["dvc", "repro"], workdir)
-    for stage in ("prepare", "extract", "profile", "decide", "train"):
+    for stage in ("prepare", "extract", "profile", "decide", "train", "evaluate"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (workdir / "data" / "prepared" / "manifest.csv").is_file()
     decision = json.loads((workdir / "data" / "decision" / "decision.json").read_text())
     assert decision["quadrant"] == "small/different" and decision["strategy"] == "svm"
     trained = json.loads((workdir / "models" / "train" / "train.json").read_text())
     assert trained["strategy"] == "svm" and (workdir / "models" / "train" / "head.joblib").exists()
+
+    shown = run(["dvc", "metrics", "show", "--json"], workdir)
+    metrics = json.loads(shown.stdout)
+    (entry,) = metrics.values()
+    val = entry["data"]["reports/metrics.json"]["data"]["val"]
+    assert 0.0 <= val["accuracy"] <= 1.0 and "balanced_accuracy" in val
 
     second = run(["dvc", "repro"], workdir)
     assert "Running stage" not in second.stdout
@@ -79,9 +85,9 @@ def test_repro_twice_then_a_param_change(workdir: Path) -> None:
     for stage in ("prepare", "extract", "profile"):
         assert f"Running stage '{stage}'" not in fourth.stdout
 
-    params["train"]["cv_folds"] = 2  # a train parameter: only train re-runs
+    params["train"]["cv_folds"] = 2  # a train parameter: only train and evaluate re-run
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     fifth = run(["dvc", "repro"], workdir)
-    assert "Running stage 'train'" in fifth.stdout
+    assert "Running stage 'train'" in fifth.stdout and "Running stage 'evaluate'" in fifth.stdout
     for stage in ("prepare", "extract", "profile", "decide"):
         assert f"Running stage '{stage}'" not in fifth.stdout

@@ -1,4 +1,5 @@
-"""The train stage through the CLI: a linear head, and fine-tuning with curves and resume."""
+"""Train and evaluate through the CLI: a linear head, and fine-tuning with curves and resume;
+metrics, the report and an exported predictor that reproduces the evaluation."""
 
 from __future__ import annotations
 
@@ -32,19 +33,45 @@ train:
 
 def run_pipeline(project: Path, strategy: str) -> dict:
     (project / "params.yaml").write_text(PARAMS.format(strategy=strategy))
-    for stage in ("prepare", "extract", "profile", "decide", "train"):
+    for stage in ("prepare", "extract", "profile", "decide", "train", "evaluate"):
         result = tp("stage", stage, cwd=project)
         assert result.returncode == 0, f"{stage}: {result.stderr}"
     return json.loads((project / "models" / "train" / "train.json").read_text())
 
 
-def test_linear_head_is_saved_with_its_sidecar(tmp_path: Path) -> None:
+def check_evaluation(project: Path) -> dict:
+    """The evaluate stage's outputs, and the exported predictor agreeing with them."""
+    reports = project / "reports"
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert set(metrics["val"]) >= {"accuracy", "balanced_accuracy", "macro_f1", "ece"}
+    assert metrics["predictor"]["agreement"] == 1.0
+    assert metrics["predictor"]["max_abs_diff"] < 1e-3
+    report = (reports / "report.md").read_text()
+    for title in ("Data", "Profile", "Decision", "Training", "Metrics", "Mistakes", "Predictor"):
+        assert f"## {title}" in report
+    assert "data:image/png;base64," in (reports / "report.html").read_text()
+    assert (reports / "confusion.csv").read_text().startswith("actual,predicted\n")
+
+    rows = json.loads((reports / "evaluation" / "predictions_val.json").read_text())
+    model = project / "models" / "train" / "predictor.onnx"
+    result = tp("predict", *(r["path"] for r in rows), "--model", str(model), "--json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(result.stdout)
+    assert [a["top"][0]["label"] for a in answers] == [r["predicted"] for r in rows]
+    for answer, row in zip(answers, rows, strict=True):
+        assert answer["top"][0]["prob"] == pytest.approx(row["confidence"], abs=1e-3)
+    return metrics
+
+
+def test_linear_head_is_saved_evaluated_and_exported(tmp_path: Path) -> None:
     image_folder(tmp_path / "images", {"red": 8, "green": 8}, size=24)
     summary = run_pipeline(tmp_path, "linear")
     assert summary["strategy"] == "linear" and summary["layer"] in {"pre_logits", "logits"}
     assert summary["val_accuracy"] >= 0.5
     sidecar = json.loads((tmp_path / "models" / "train" / "head.json").read_text())
     assert sidecar["model"] == "efficientnet_lite0" and sidecar["classes"] == ["green", "red"]
+    metrics = check_evaluation(tmp_path)
+    assert metrics["val"]["accuracy"] == pytest.approx(summary["val_accuracy"])
 
 
 def test_finetune_trains_logs_curves_checkpoints_and_resumes(tmp_path: Path) -> None:
@@ -61,6 +88,9 @@ def test_finetune_trains_logs_curves_checkpoints_and_resumes(tmp_path: Path) -> 
     assert curve[0].split("\t") == ["step", "val_accuracy"] and len(curve) == 3
     assert not (tmp_path / "dvc.yaml").exists()  # DVCLive did not write one
     assert (tmp_path / "models" / "checkpoints" / "last.json").exists()
+    metrics = check_evaluation(tmp_path)
+    assert metrics["val"]["accuracy"] == pytest.approx(summary["val_accuracy"])
+    assert "evaluation/curves.png" in (tmp_path / "reports" / "report.md").read_text()
 
     again = tp("stage", "train", cwd=tmp_path)  # same data and settings: nothing left to train
     assert again.returncode == 0, again.stderr

@@ -26,6 +26,7 @@ from transferpilot.features._extract import (
     cache_key,
     extract_to_cache,
     output_names,
+    pool,
 )
 from transferpilot.features._moments import moment_points, running_stats, unique_points
 from transferpilot.zoo import Backbone
@@ -41,6 +42,7 @@ __all__ = [
     "linear_inputs",
     "moment_points",
     "output_names",
+    "pool",
     "running_stats",
     "unique_points",
 ]

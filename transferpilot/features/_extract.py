@@ -116,7 +116,7 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def _pool(x: torch.Tensor, grid: int) -> torch.Tensor:
+def pool(x: torch.Tensor, grid: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, C * grid * grid) average-pooled; vectors pass through."""
     if x.ndim == 2:
         return x.float()
@@ -140,7 +140,7 @@ class _Runner:
         with torch.inference_mode(), _autocast(self.device, self.opts.amp):
             out = self.backbone.features(x)
             moments = self.recorder.pop()
-        arrays = {name: _pool(out[name], self.opts.pool_grid).cpu().numpy() for name in self.names}
+        arrays = {name: pool(out[name], self.opts.pool_grid).cpu().numpy() for name in self.names}
         for bn, (mean, sq) in moments.items():
             arrays[MEAN_PREFIX + bn] = mean.cpu().numpy()
             arrays[SQ_PREFIX + bn] = sq.cpu().numpy()

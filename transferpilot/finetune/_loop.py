@@ -452,6 +452,56 @@ class Finetuner:
             self.model_.load_state_dict(self._best_state)
         self.model_.eval()
 
+    # -- saved model ----------------------------------------------------------
+    def save(self, directory: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write the trained network as ``model.safetensors`` + ``model.json`` (its record)."""
+        from safetensors.torch import save as save_bytes
+
+        from transferpilot.io import atomic_open, sha256_file, write_json
+
+        directory.mkdir(parents=True, exist_ok=True)
+        weights = directory / "model.safetensors"
+        with atomic_open(weights, "wb") as fh:
+            state = {k: v.detach().contiguous().cpu() for k, v in self.model_.state_dict().items()}
+            fh.write(save_bytes(state))
+        record = {
+            "model": self.backbone.spec,
+            "arch_weights_digest": self.backbone.weights_digest,
+            "classes": self.classes_,
+            "head": self.head_name_,
+            "data_config": self.data_config().as_dict(),
+            "config": asdict(self.config),
+            "sha256": sha256_file(weights),
+        } | (extra or {})
+        write_json(directory / "model.json", record)
+        return record
+
+    @classmethod
+    def load(
+        cls, directory: Path, backbone: Backbone, *, device: torch.device | None = None
+    ) -> Finetuner:
+        """A fine-tuned model saved by :meth:`save`, after checking its digest and model."""
+        from safetensors.torch import load_file
+
+        from transferpilot.errors import ModelError
+        from transferpilot.io import sha256_file
+
+        record = json.loads((directory / "model.json").read_text(encoding="utf-8"))
+        weights = directory / "model.safetensors"
+        if not weights.is_file() or sha256_file(weights) != record.get("sha256"):
+            raise ModelError(f"{weights}: missing or not matching model.json's digest")
+        if record["model"] != backbone.spec:
+            raise ModelError(f"{weights} fine-tunes {record['model']}, not {backbone.spec}")
+        config = dict(record["config"])
+        for key in ("crop_scale", "frozen"):
+            config[key] = tuple(config[key])
+        tuner = cls(backbone, FinetuneConfig(**config), device=device)
+        tuner.classes_ = list(record["classes"])
+        tuner._build(len(tuner.classes_))
+        tuner.model_.load_state_dict(load_file(str(weights)))
+        tuner.model_.eval()
+        return tuner
+
     # -- inference ----------------------------------------------------------
     def predict_proba(self, paths: Sequence[Path]) -> np.ndarray:
         """(N, classes) softmax probabilities, classes in ``classes_`` order."""

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transferpilot.plotting import pyplot, save_figure
 from transferpilot.profile import Profile
-
-
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_similarity(profile: Profile, path: Path) -> Path | None:
@@ -21,7 +13,7 @@ def plot_similarity(profile: Profile, path: Path) -> Path | None:
     depth = profile.similarity.depth
     if not depth:
         return None
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     names = [g.layer for g in depth]
     ax.plot(names, [g.overlap for g in depth], marker="o", color="#1f77b4")
@@ -31,15 +23,12 @@ def plot_similarity(profile: Profile, path: Path) -> Path | None:
     ax.set_title(f"Similarity to ImageNet by depth — score {profile.similarity.score:.2f}")
     ax.grid(alpha=0.3)
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_probes(profile: Profile, path: Path) -> Path:
     """Cross-validated linear-probe accuracy of every candidate layer."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
     names = [p.layer for p in profile.probes]
     ax.bar(names, [p.cv_accuracy for p in profile.probes], color="#2ca02c")
@@ -50,7 +39,4 @@ def plot_probes(profile: Profile, path: Path) -> Path:
     ax.set_title("Linear probe on each layer (training images, cross-validated)")
     ax.legend(loc="lower right")
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -47,6 +47,11 @@ class Paths:
         return self.root / "models" / "train"
 
     @property
+    def reports(self) -> Path:
+        """The evaluate stage's metrics, plots and report."""
+        return self.root / "reports"
+
+    @property
     def checkpoints(self) -> Path:
         """Resumable fine-tuning state: outside DVC's outputs, which it deletes before a run."""
         return self.root / "models" / "checkpoints"
@@ -95,6 +100,7 @@ def run_stage(name: str, params: Params, paths: Paths) -> dict[str, Any]:
 
 # Stage modules register themselves; imported last because they import this module.
 from transferpilot.stages import decide as _decide  # noqa: E402, F401
+from transferpilot.stages import evaluate as _evaluate  # noqa: E402, F401
 from transferpilot.stages import extract as _extract  # noqa: E402, F401
 from transferpilot.stages import prepare as _prepare  # noqa: E402, F401
 from transferpilot.stages import profile as _profile  # noqa: E402, F401

@@ -9,6 +9,8 @@
   DVCLive in ``live/``. Resumable checkpoints live in ``models/checkpoints/``
   (outside DVC's outputs, so a killed run resumes where it stopped).
 
+Either way, unless ``train.export`` is off, the result is also exported as one
+self-contained ONNX predictor, ``predictor.onnx`` (see :mod:`transferpilot.export`).
 Always writes ``train.json``: strategy, layer, validation accuracy, timings.
 """
 
@@ -26,6 +28,7 @@ import numpy as np
 from transferpilot.config import ModelParams, TrainParams
 from transferpilot.decide import Decision
 from transferpilot.device import resolve_device
+from transferpilot.export import FeatureClassifier, NetworkClassifier, export_onnx, linear_layer
 from transferpilot.features import linear_inputs
 from transferpilot.finetune import EpochLog, FinetuneConfig, Finetuner, frozen_patterns
 from transferpilot.io import write_json
@@ -35,6 +38,9 @@ from transferpilot.strategies import create_strategy, save_classifier
 from transferpilot.zoo import PRE_LOGITS, create_backbone
 
 log = logging.getLogger(__name__)
+
+#: The exported, self-contained predictor (ONNX) in the stage's folder.
+PREDICTOR = "predictor.onnx"
 
 
 def load_decision(paths: Paths) -> Decision:
@@ -112,6 +118,16 @@ def run(model: ModelParams, params: TrainParams, paths: Paths) -> dict[str, Any]
         )
         val_accuracy = float((estimator.predict(X[val]) == labels[val]).mean())
         summary |= {"best_C": estimator.best_C_, "cv_accuracy": estimator.cv_accuracy_}
+        backbone = create_backbone(model.name, arch=model.arch)
+        predictor = FeatureClassifier(
+            backbone.features,
+            decision.layer,
+            linear_layer(estimator),
+            backbone.data_config,
+            pool_grid=int(table.meta.get("pool_grid", 1)),
+        )
+        data_config = backbone.data_config
+        classes = [str(c) for c in estimator.classes_]
     else:
         backbone = create_backbone(model.name, arch=model.arch)
         config = finetune_config(params, decision, backbone.model)
@@ -137,21 +153,9 @@ def run(model: ModelParams, params: TrainParams, paths: Paths) -> dict[str, Any]
         finally:
             curves.close()
         result = tuner.result_
-        best = paths.checkpoints / "best.safetensors"
-        shutil.copyfile(best, out / "model.safetensors")
-        write_json(
-            out / "model.json",
-            {
-                "model": backbone.spec,
-                "arch_weights_digest": backbone.weights_digest,
-                "classes": tuner.classes_,
-                "head": tuner.head_name_,
-                "data_config": tuner.data_config().as_dict(),
-                "config": asdict(config),
-                "best_epoch": result.best_epoch,
-                "val_accuracy": result.best_val_accuracy,
-            },
-        )
+        tuner.save(out, {"best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy})
+        predictor = NetworkClassifier(tuner.model_, tuner.data_config())
+        data_config, classes = tuner.data_config(), list(tuner.classes_)
         val_accuracy = result.best_val_accuracy
         summary |= {
             "epochs_run": result.epochs_run,
@@ -166,6 +170,20 @@ def run(model: ModelParams, params: TrainParams, paths: Paths) -> dict[str, Any]
             if result.history
             else None,
         }
+    if params.export:
+        export_start = time.perf_counter()
+        export_onnx(
+            predictor,
+            out / PREDICTOR,
+            {
+                "classes": classes,
+                "data_config": data_config.as_dict(),
+                "model": model.name,
+                "strategy": decision.strategy,
+                "layer": decision.layer,
+            },
+        )
+        summary["export_seconds"] = round(time.perf_counter() - export_start, 2)
     summary |= {"val_accuracy": val_accuracy, "seconds": round(time.perf_counter() - start, 2)}
     write_json(out / "train.json", summary)
     log.info("train: %s on %s, val accuracy %.3f", decision.strategy, decision.layer, val_accuracy)

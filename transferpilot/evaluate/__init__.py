@@ -1,0 +1,36 @@
+"""Evaluation: metrics, pictures and the report of a trained model.
+
+>>> ev = evaluate_predictions(labels, proba, classes)  # doctest: +SKIP
+>>> ev.summary["balanced_accuracy"], ev.confusion  # doctest: +SKIP
+"""
+
+from transferpilot.evaluate._metrics import (
+    Evaluation,
+    evaluate_predictions,
+    expected_calibration_error,
+    top_k_accuracy,
+)
+from transferpilot.evaluate._plots import (
+    Mistake,
+    confident_mistakes,
+    plot_confusion,
+    plot_curves,
+    plot_mistakes,
+)
+from transferpilot.evaluate._report import SECTIONS, build_report, to_html, without_figures
+
+__all__ = [
+    "SECTIONS",
+    "Evaluation",
+    "Mistake",
+    "build_report",
+    "confident_mistakes",
+    "evaluate_predictions",
+    "expected_calibration_error",
+    "plot_confusion",
+    "plot_curves",
+    "plot_mistakes",
+    "to_html",
+    "top_k_accuracy",
+    "without_figures",
+]

@@ -1,0 +1,109 @@
+"""Classification metrics from labels and predicted probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics of one split. ``summary`` is flat (what ``dvc metrics show`` lists)."""
+
+    summary: dict[str, float | int]
+    per_class: list[dict[str, Any]]
+    confusion: list[list[int]]
+    classes: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def confusion_normalised(self) -> list[list[float]]:
+        """Rows (true classes) scaled to sum to 1: each row's recall distribution."""
+        counts = np.asarray(self.confusion, dtype=np.float64)
+        rows = counts.sum(axis=1, keepdims=True)
+        return np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0).tolist()
+
+
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = 15
+) -> float:
+    """ECE: |accuracy - confidence| per equal-width confidence bin, weighted by bin size.
+
+    Bins are (lo, hi], the first one [0, hi], as in Guo et al. (2017).
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if len(confidence) == 0:
+        return float("nan")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(total)
+
+
+def top_k_accuracy(y: np.ndarray, proba: np.ndarray, k: int) -> float:
+    """Share of rows whose true class index is among the ``k`` highest probabilities."""
+    if len(y) == 0:
+        return float("nan")
+    k = min(k, proba.shape[1])
+    top = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+    return float((top == np.asarray(y)[:, None]).any(axis=1).mean())
+
+
+def evaluate_predictions(
+    labels: Sequence[str], proba: np.ndarray, classes: Sequence[str], *, ece_bins: int = 15
+) -> Evaluation:
+    """Every metric for one split: true ``labels``, ``proba`` (N, classes) in ``classes`` order.
+
+    >>> e = evaluate_predictions(["a", "b"], np.array([[0.9, 0.1], [0.3, 0.7]]), ["a", "b"])
+    >>> e.summary["accuracy"], e.confusion
+    (1.0, [[1, 0], [0, 1]])
+    """
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+    from sklearn.metrics import precision_recall_fscore_support as prfs
+
+    classes = [str(c) for c in classes]
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({str(lb) for lb in labels} - set(index))
+    if unknown:
+        raise ValueError(f"labels not among the model's classes: {unknown}")
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.shape != (len(labels), len(classes)):
+        raise ValueError(
+            f"probabilities of shape {proba.shape}, expected {(len(labels), len(classes))}"
+        )
+    y = np.array([index[str(lb)] for lb in labels], dtype=np.int64)
+    pred = proba.argmax(axis=1) if len(y) else np.zeros(0, np.int64)
+    ids = list(range(len(classes)))
+    precision, recall, f1, support = prfs(y, pred, labels=ids, zero_division=0)
+    present = support > 0  # macro averages over the classes this split has
+    k = min(5, len(classes))
+    confidence = proba.max(axis=1) if len(y) else np.zeros(0)
+    summary: dict[str, float | int] = {
+        "accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)) if len(y) else float("nan"),
+        "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
+        f"top{k}_accuracy": top_k_accuracy(y, proba, k),
+        "ece": expected_calibration_error(confidence, pred == y, ece_bins),
+        "mean_confidence": float(confidence.mean()) if len(y) else float("nan"),
+        "images": len(y),
+    }
+    per_class = [
+        {
+            "class": c,
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, c in enumerate(classes)
+    ]
+    confusion = confusion_matrix(y, pred, labels=ids).astype(int).tolist()
+    return Evaluation(summary, per_class, confusion, classes, {"top_k": k, "ece_bins": ece_bins})

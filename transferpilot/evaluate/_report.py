@@ -1,0 +1,239 @@
+"""The run report: Markdown a person reads, the same as self-contained HTML.
+
+:func:`build_report` is pure: it takes what the stages wrote (as dicts) and
+returns Markdown whose figures are relative links to PNGs next to it.
+:func:`to_html` inlines those PNGs, so the HTML file stands alone;
+:func:`without_figures` gives the text for places that cannot show local files
+(a Prefect artifact).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+#: Section titles, in order; tests and readers can rely on them.
+SECTIONS = ("Data", "Profile", "Decision", "Training", "Metrics", "Mistakes", "Predictor")
+
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return "n/a" if value != value else f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        return _fmt(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _data_section(validation: Mapping[str, Any]) -> str:
+    counts = validation.get("counts", {})
+    splits = [s for s in ("train", "val", "test") if counts.get(s)]
+    classes = validation.get("classes", [])
+    rows = [[c, *(counts[s].get(c, 0) for s in splits)] for c in classes]
+    rows.append(["**total**", *(sum(counts[s].values()) for s in splits)])
+    totals = validation.get("totals", {})
+    findings = validation.get("findings", [])
+    bad = [f for f in findings if f.get("kind") not in ("converted",)]
+    text = [
+        f"Source `{validation.get('source')}` ({validation.get('layout')}): "
+        f"{totals.get('files_seen', '?')} files seen, {totals.get('usable', '?')} usable, "
+        f"{len(classes)} classes.",
+        "",
+        _table(["class", *splits], rows),
+        "",
+    ]
+    by_kind = validation.get("findings_by_kind", {})
+    if by_kind:
+        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(by_kind.items()))
+        text.append(f"Findings by kind — {kinds}.")
+    if bad:
+        text += ["", "Files skipped, dropped or flagged (first 20):", ""]
+        text.append(
+            _table(
+                ["file", "kind", "reason", "action"],
+                [
+                    [f.get("path"), f.get("kind"), f.get("reason"), f.get("action")]
+                    for f in bad[:20]
+                ],
+            )
+        )
+    return "\n".join(text)
+
+
+def _profile_section(profile: Mapping[str, Any], figures: Mapping[str, str]) -> str:
+    size, sim = profile.get("size", {}), profile.get("similarity", {})
+    per_class = size.get("images_per_class", {})
+    text = [
+        f"Model `{profile.get('model')}`. {size.get('n_train')} training images in "
+        f"{size.get('n_classes')} classes (median {_fmt(per_class.get('median'), 1)} per class, "
+        f"imbalance {_fmt(size.get('imbalance'), 2)}).",
+        "",
+        f"Similarity to ImageNet **{_fmt(sim.get('score'), 2)}** = head certainty "
+        f"{_fmt(sim.get('certainty'), 2)} x feature overlap {_fmt(sim.get('overlap'), 2)} "
+        f"({sim.get('formula', '')}).",
+    ]
+    for key, alt in (("similarity", "similarity by depth"), ("probes", "linear probe per layer")):
+        if key in figures:
+            text += ["", f"![{alt}]({figures[key]})"]
+    return "\n".join(text)
+
+
+def _decision_section(decision: Mapping[str, Any]) -> str:
+    layer = f" on `{decision['layer']}`" if decision.get("layer") else ""
+    lines = [
+        f"Quadrant **{decision.get('quadrant')}** → **{decision.get('strategy')}**{layer}"
+        + (" (set by hand in params.yaml)" if decision.get("overridden") else "")
+        + ".",
+        "",
+        f"> {decision.get('reason', '')}",
+    ]
+    return "\n".join(lines)
+
+
+def _training_section(train: Mapping[str, Any], figures: Mapping[str, str]) -> str:
+    rows = [
+        [k, _fmt(v) if not isinstance(v, list | dict) else ", ".join(map(str, v)) or "—"]
+        for k, v in train.items()
+        if k not in ("groups",)
+    ]
+    text = [_table(["setting / result", "value"], rows)]
+    if "curves" in figures:
+        text += ["", f"![training curves]({figures['curves']})"]
+    return "\n".join(text)
+
+
+def _metrics_section(
+    metrics: Mapping[str, Any],
+    per_class: Mapping[str, Any],
+    figures: Mapping[str, str],
+    strategy: str,
+) -> str:
+    splits = [s for s in ("val", "test") if s in metrics]
+    keys = list(metrics[splits[0]]) if splits else []
+    text = [_table(["metric", *splits], [[k, *(metrics[s][k] for s in splits)] for k in keys])]
+    if strategy == "svm":
+        text += [
+            "",
+            "The SVM's probabilities are a softmax of its margins, not calibrated: read its "
+            "ECE and confidences as a ranking, not as probabilities.",
+        ]
+    for split in splits:
+        rows = [
+            [r["class"], r["precision"], r["recall"], r["f1"], r["support"]]
+            for r in per_class.get(split, [])
+        ]
+        text += [
+            "",
+            f"Per class ({split}):",
+            "",
+            _table(["class", "precision", "recall", "F1", "support"], rows),
+        ]
+        if f"confusion_{split}" in figures:
+            text += ["", f"![confusion matrix, {split}]({figures[f'confusion_{split}']})"]
+    return "\n".join(text)
+
+
+def _mistakes_section(mistakes: Sequence[Mapping[str, Any]], figures: Mapping[str, str]) -> str:
+    if not mistakes:
+        return "No mistakes on the evaluated images."
+    rows = [[m["path"], m["actual"], m["predicted"], m["confidence"]] for m in mistakes]
+    text = [_table(["image", "actual", "predicted", "probability"], rows)]
+    if "mistakes" in figures:
+        text += ["", f"![most confident mistakes]({figures['mistakes']})"]
+    return "\n".join(text)
+
+
+def _predictor_section(predictor: Mapping[str, Any]) -> str:
+    if not predictor:
+        return "No predictor was exported."
+    return "\n".join(
+        [
+            f"`{predictor['path']}` (ONNX: backbone + head, preprocessing and class names inside).",
+            f"Checked against this evaluation on {predictor['checked']} images: top-1 agreement "
+            f"{_fmt(predictor['agreement'])}, largest probability difference "
+            f"{predictor['max_abs_diff']:.2g}.",
+            "",
+            f"    transferpilot predict IMAGE... --model {predictor['path']}",
+        ]
+    )
+
+
+def build_report(
+    *,
+    validation: Mapping[str, Any],
+    profile: Mapping[str, Any],
+    decision: Mapping[str, Any],
+    train: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    per_class: Mapping[str, Any],
+    mistakes: Sequence[Mapping[str, Any]],
+    predictor: Mapping[str, Any],
+    figures: Mapping[str, str],
+) -> str:
+    """The report as Markdown; ``figures`` maps figure keys to PNG paths relative to it."""
+    split = "test" if "test" in metrics else "val"
+    head = metrics.get(split, {})
+    headline = (
+        f"**{decision.get('strategy')}**"
+        + (f" on `{decision['layer']}`" if decision.get("layer") else "")
+        + f": {split} accuracy **{_fmt(head.get('accuracy'))}**, balanced accuracy "
+        f"{_fmt(head.get('balanced_accuracy'))}, macro-F1 {_fmt(head.get('macro_f1'))} "
+        f"on {head.get('images', 0)} images."
+    )
+    bodies = {
+        "Data": _data_section(validation),
+        "Profile": _profile_section(profile, figures),
+        "Decision": _decision_section(decision),
+        "Training": _training_section(train, figures),
+        "Metrics": _metrics_section(metrics, per_class, figures, str(decision.get("strategy"))),
+        "Mistakes": _mistakes_section(mistakes, figures),
+        "Predictor": _predictor_section(predictor),
+    }
+    parts = ["# transferpilot report", "", headline]
+    for title in SECTIONS:
+        parts += ["", f"## {title}", "", bodies[title]]
+    return "\n".join(parts) + "\n"
+
+
+def without_figures(markdown_text: str) -> str:
+    """The report with each figure replaced by its caption and file name."""
+    return _IMAGE.sub(lambda m: f"*(figure: {m.group(1)} — `{m.group(2)}`)*", markdown_text)
+
+
+def to_html(markdown_text: str, base: Path) -> str:
+    """A standalone HTML page: figures under ``base`` are inlined as data URIs."""
+    import markdown
+
+    def inline(match: re.Match[str]) -> str:
+        alt, src = match.group(1), match.group(2)
+        path = base / src
+        if not path.is_file():
+            return f"*(missing figure: {src})*"
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f"![{alt}](data:image/png;base64,{data})"
+
+    body = markdown.markdown(_IMAGE.sub(inline, markdown_text), extensions=["tables"])
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+        "line-height:1.5;color:#222}table{border-collapse:collapse;margin:.5em 0}"
+        "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f4f4f4}"
+        "img{max-width:100%;border:1px solid #eee}blockquote{color:#444;border-left:4px solid #ddd;"
+        "margin:0;padding:.2em 1em}code{background:#f4f4f4;padding:0 .2em}"
+    )
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape('transferpilot report')}</title><style>{style}</style></head>"
+        f"<body>\n{body}\n</body></html>\n"
+    )
