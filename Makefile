@@ -5,20 +5,22 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SAMPLES = $$($(BIN)/python -c "import sklearn.datasets as d, pathlib; p = pathlib.Path(d.__file__).parent / 'images'; print(p / 'china.jpg', p / 'flower.jpg')")
 
 # Offline by default: no analytics, no telemetry.
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export DO_NOT_TRACK := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install run test test-fast lint format clean
+.PHONY: help install run test test-fast lint format clean bench bench-quick
 
 help:
 	@echo "make run    - install if needed, then run the pipeline on the embedded default data"
 	@echo "make test   - install if needed, then run the test suite"
 	@echo "make lint   - ruff check and format check"
+	@echo "make bench  - every benchmark (about 90 min on 2 cores; needs ../shared/datasets)"
+	@echo "make bench-quick - CI-sized benchmarks (a few minutes)"
 
 install: $(STAMP)
 
@@ -34,13 +36,10 @@ $(STAMP): pyproject.toml
 data/digits: | $(STAMP)
 	transferpilot digits data/digits
 
+# The whole pipeline as the Prefect flow (each DVC stage a task); ends with the
+# headline metrics and the report's path.
 run: $(STAMP) data/digits
-	dvc repro
-	@echo; head -n 20 data/prepared/validation.txt
-	@echo; $(BIN)/python -c "import json; d = json.load(open('data/decision/decision.json')); \
-		print('Decision:', d['strategy'], 'on', d['layer'], '(' + d['quadrant'] + ')'); print(d['reason'])"
-	@echo; echo "The pretrained model as-is, on two sample photos:"
-	@transferpilot predict -k 3 $(SAMPLES)
+	transferpilot run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -56,5 +55,20 @@ format: $(STAMP)
 	ruff format .
 	ruff check --fix .
 
+# Benchmarks print tables and write benchmarks/results/*.{json,md}; the README's
+# performance section shows those tables.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.extract
+	$(BIN)/python -m benchmarks.feature_classifiers
+	$(BIN)/python -m benchmarks.finetune
+	$(BIN)/python -m benchmarks.decision_quality
+	$(BIN)/python -m benchmarks.overhead
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.extract --quick
+	$(BIN)/python -m benchmarks.decision_quality --quick ../shared/datasets/hymenoptera
+
 clean:
-	rm -rf data/prepared data/digits .pytest_cache .ruff_cache
+	rm -rf data/prepared data/features data/profile data/decision data/digits models/train \
+		models/checkpoints reports/evaluation reports/report.md reports/report.html \
+		.pytest_cache .ruff_cache

@@ -1,1 +1,1 @@
-"""Prefect flows that run the DVC pipeline (the pipeline issue adds them)."""
+"""Prefect flows that run the DVC pipeline: :func:`flows.pipeline.pipeline`."""

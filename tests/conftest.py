@@ -45,3 +45,12 @@ def sample_images() -> dict[str, Path]:
 
     folder = Path(sklearn.datasets.__file__).parent / "images"
     return {name: folder / name for name in ("china.jpg", "flower.jpg")}
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server (and database) for the whole test session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from transferpilot.errors import ModelError, TransferpilotError
+from transferpilot.errors import IO_EXIT_CODE, ConfigError, ModelError, TransferpilotError
 
 app = typer.Typer(
     name="transferpilot",
@@ -43,7 +44,8 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        stamp = "" if os.environ.get("TRANSFERPILOT_LOG_TIME") == "0" else "%(asctime)s "
+        handler.setFormatter(logging.Formatter(f"{stamp}%(levelname)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -189,6 +191,80 @@ def _print_profile(summary: dict) -> None:
     console.print(summary["reason"], soft_wrap=False)
 
 
+OverrideOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set-param", "-S", help="a params.yaml override, as `dvc exp run -S`: key=value"
+    ),
+]
+DataOpt = Annotated[
+    Path | None, typer.Option("--data", help="image folder or CSV manifest (prepare.source)")
+]
+StrategyOpt = Annotated[
+    str | None, typer.Option("--strategy", help="auto | linear | svm | finetune (decide.strategy)")
+]
+RunModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="the backbone (model.name)")]
+
+
+def _flow_parameters(
+    data: Path | None, model: str | None, strategy: str | None, overrides: list[str] | None
+) -> dict:
+    """The flow's parameters, from the options actually given."""
+    given = {"data": data, "model": model, "strategy": strategy, "overrides": overrides or None}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+@app.command()
+def run(
+    data: DataOpt = None,
+    model: RunModelOpt = None,
+    strategy: StrategyOpt = None,
+    set_param: OverrideOpt = None,
+    name: Annotated[str | None, typer.Option(help="the DVC experiment's name")] = None,
+) -> None:
+    """Run the whole pipeline as the Prefect flow (each DVC stage a task), then print the
+    headline metrics and the report's path."""
+    from flows.pipeline import pipeline
+
+    params = _flow_parameters(data, model, strategy, set_param)
+    try:
+        result = pipeline(project=Path("."), experiment=name, **params)
+    except TransferpilotError:
+        raise
+    except Exception as err:  # Prefect's parameter validation, and the like
+        if type(err).__name__ == "ParameterTypeError":
+            raise ConfigError(str(err)) from None
+        raise
+    typer.echo("")
+    for stage, info in result["stages"].items():
+        typer.echo(f"  {stage:<9} {info['status']:<8} {info['seconds']:7.1f} s")
+    decision = result["decision"]
+    layer = f" on {decision['layer']}" if decision.get("layer") else ""
+    typer.echo(f"\nDecision: {decision['strategy']}{layer} ({decision['quadrant']})")
+    if result.get("experiment"):
+        typer.echo(f"DVC experiment: {result['experiment']}")
+    typer.echo(f"Result: {result['headline']}")
+    typer.echo(f"Report: {result['report']}  (and {result['report_html']})")
+
+
+@app.command()
+def serve(
+    cron: Annotated[str, typer.Option(help="when to run, e.g. '0 2 * * *' (02:00 daily)")],
+    name: Annotated[str, typer.Option(help="the deployment's name")] = "scheduled",
+    data: DataOpt = None,
+    model: RunModelOpt = None,
+    strategy: StrategyOpt = None,
+    set_param: OverrideOpt = None,
+) -> None:
+    """Serve the flow with a cron schedule: runs appear in the Prefect UI (set
+    PREFECT_API_URL to your `prefect server start`). Stops with Ctrl-C."""
+    from flows.pipeline import pipeline
+
+    params = _flow_parameters(data, model, strategy, set_param)
+    params["project"] = str(Path(".").resolve())
+    pipeline.serve(name=name, cron=cron, parameters=params)
+
+
 @app.command()
 def models(
     name: Annotated[str | None, typer.Argument(help="show one model's details")] = None,
@@ -222,6 +298,10 @@ def main() -> None:
     except TransferpilotError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         sys.exit(err.exit_code)
+    except OSError as err:  # a full disk, a read-only folder: the environment, not the input
+        where = f" {err.filename}:" if err.filename else ""
+        typer.secho(f"error: cannot read or write{where} {err.strerror or err}", err=True)
+        sys.exit(IO_EXIT_CODE)
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         sys.exit(130)

@@ -12,10 +12,15 @@ exit code    meaning
 2            bad configuration or usage (``params.yaml``, flags)
 3            bad input data (no usable images, a single class...)
 4            model or weights unavailable or inconsistent
+5            a file could not be read or written (disk full,
+             permissions): outputs are left as they were
 ===========  ===================================================
 """
 
 from __future__ import annotations
+
+#: Exit code for an operating-system I/O error (``OSError``) outside the input data.
+IO_EXIT_CODE = 5
 
 
 class TransferpilotError(Exception):

@@ -31,3 +31,69 @@ def test_each_stage_calls_its_cli_reads_its_sections_and_depends_on_its_code(
         code = [dep for dep in spec["deps"] if dep.startswith("transferpilot/")]
         for dep in code:
             assert (project_root / dep).exists(), f"{name}: missing code dep {dep}"
+
+
+def _module_file(root: Path, module: str) -> Path | None:
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_code(root: Path, start: Path) -> set[Path]:
+    """The transferpilot files ``start`` imports, transitively (static ``import`` statements).
+
+    ``transferpilot/stages/__init__.py`` is followed only up to its own imports of the
+    stage modules (registration), which are not a stage's code.
+    """
+    import ast
+
+    seen: set[Path] = set()
+    todo = [start]
+    registry = root / "transferpilot" / "stages" / "__init__.py"
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        package = ".".join(path.relative_to(root).with_suffix("").parts)
+        if path.name == "__init__.py":
+            package = package.removesuffix(".__init__")
+        else:
+            package = package.rpartition(".")[0]
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*parent, base] if base else parent)
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            for name in names:
+                if not name.startswith("transferpilot"):
+                    continue
+                if path == registry and name.startswith("transferpilot.stages."):
+                    continue
+                found = _module_file(root, name)
+                if found is not None:
+                    todo.append(found)
+    return seen
+
+
+def test_each_stage_depends_on_all_the_library_code_it_imports(project_root: Path) -> None:
+    missing = {}
+    for name, spec in _dvc_stages(project_root).items():
+        deps = [project_root / d for d in spec["deps"] if d.startswith("transferpilot")]
+        code = imported_code(project_root, project_root / "transferpilot" / "stages" / f"{name}.py")
+        uncovered = sorted(
+            str(f.relative_to(project_root))
+            for f in code
+            if not any(f == d or d in f.parents for d in deps)
+        )
+        if uncovered:
+            missing[name] = uncovered
+    assert not missing, f"dvc.yaml stages miss deps on code they import: {missing}"

@@ -3,52 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.images import image_folder
+from tests.projects import run, working_copy
 
 pytestmark = pytest.mark.slow
-
-
-def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{cmd}: {result.stdout}\n{result.stderr}"
-    return result
 
 
 @pytest.fixture
 def workdir(tmp_path: Path, project_root: Path) -> Path:
     """A fresh git + DVC copy of the pipeline files, with a tiny dataset as the source."""
-    work = tmp_path / "project"
-    work.mkdir()
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(project_root / name, work / name)
-    skip_cache = shutil.ignore_patterns("tmp", "cache")
-    shutil.copytree(project_root / ".dvc", work / ".dvc", ignore=skip_cache)
-    shutil.copytree(
-        project_root / "transferpilot",
-        work / "transferpilot",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
-    image_folder(work / "data" / "tiny", {"red": 5, "green": 5})
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["prepare"]["source"] = "data/tiny"
-    params["extract"]["workers"] = 0
-    params["profile"]["measure_throughput"] = False
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    run(["git", "init", "-q"], work)
-    run(["git", "add", "-A"], work)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], work)
-    return work
+    return working_copy(tmp_path / "project", project_root)
 
 
 def test_repro_twice_then_a_param_change(workdir: Path) -> None:
@@ -91,3 +59,23 @@ def test_repro_twice_then_a_param_change(workdir: Path) -> None:
     assert "Running stage 'train'" in fifth.stdout and "Running stage 'evaluate'" in fifth.stdout
     for stage in ("prepare", "extract", "profile", "decide"):
         assert f"Running stage '{stage}'" not in fifth.stdout
+
+
+def test_experiment_metrics_and_plots(workdir: Path) -> None:
+    run(["dvc", "repro", "-q"], workdir)
+    settings = ["decide.strategy=finetune", "train.epochs=1", "train.input_size=32"]
+    run(["dvc", "exp", "run", "-n", "ft", *(a for s in settings for a in ("-S", s))], workdir)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], workdir).stdout)
+    experiments = [e for row in shown for e in (row.get("experiments") or [])]
+    (ft,) = [e for e in experiments if e.get("name") == "ft"]
+    revision = ft["revs"][0]["data"]
+    assert revision["params"]["params.yaml"]["data"]["decide"]["strategy"] == "finetune"
+    assert "accuracy" in revision["metrics"]["reports/metrics.json"]["data"]["val"]
+    trained = json.loads((workdir / "models" / "train" / "train.json").read_text())
+    assert trained["strategy"] == "finetune" and trained["epochs_run"] == 1
+
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json", "HEAD"], workdir).stdout)
+    assert "reports/metrics.json" in diff or diff == {}  # HEAD has no metrics committed
+    run(["dvc", "plots", "show", "-o", "plots_out"], workdir)
+    page = (workdir / "plots_out" / "index.html").read_text()
+    assert "confusion_csv" in page and "similarity.png" in page  # the vega plot and an image

@@ -1,0 +1,116 @@
+"""The transferpilot flow: the DVC pipeline as Prefect tasks, with retries and artifacts.
+
+Stages run in the order DVC's own graph gives (read from ``dvc.yaml`` each
+run, never a second hand-written list), each as its own task that runs
+``dvc repro --single-item STAGE``; an up-to-date stage finishes at once as
+skipped. Overrides (``data``, ``model``, ``strategy``, free ``params`` and raw
+``overrides`` such as ``"train.epochs=3"``) are validated before anything
+runs and reach DVC as ``-S`` overrides of ``params.yaml``; a run with
+overrides is then recorded as a DVC experiment (``dvc exp show``). Finally
+the profile, decision, metrics and report are published as artifacts.
+
+    transferpilot run --data path/to/images -S train.epochs=3
+    transferpilot serve --cron "0 2 * * *"
+    prefect deploy --all   # prefect.yaml: a process work pool, nightly
+"""
+
+# No `from __future__ import annotations` here: Prefect builds the flow's parameter
+# model from these annotations, and must see the objects, not strings.
+from pathlib import Path
+from typing import Any, Literal
+
+from transferpilot.pipeline import offline_environment
+
+offline_environment()
+
+from prefect import flow, get_run_logger  # noqa: E402
+
+from tasks import apply_params, publish, save_experiment, stage_task  # noqa: E402
+from transferpilot import pipeline as tp  # noqa: E402
+from transferpilot.errors import ConfigError  # noqa: E402
+
+Strategy = Literal["auto", "linear", "svm", "finetune"]
+
+
+def _source(data: Path, project: Path) -> str:
+    """The dataset path as params.yaml should hold it: relative inside the project."""
+    full = Path(data).expanduser().resolve()
+    try:
+        return str(full.relative_to(project.resolve()))
+    except ValueError:
+        return str(full)
+
+
+def requested_overrides(
+    project: Path,
+    data: Path | None = None,
+    model: str | None = None,
+    strategy: Strategy | None = None,
+    params: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+) -> list[str]:
+    """Every way of asking for a setting, as DVC ``-S`` overrides (later ones win)."""
+    named: dict[str, Any] = {}
+    if data is not None:
+        named["prepare.source"] = _source(data, project)
+    if model is not None:
+        named["model.name"] = model
+    if strategy is not None:
+        named["decide.strategy"] = strategy
+    return tp.to_overrides(named | dict(params or {})) + list(overrides or [])
+
+
+@flow(name="transferpilot", validate_parameters=True)
+def pipeline(
+    project: Path = Path("."),
+    data: Path | None = None,
+    model: str | None = None,
+    strategy: Strategy | None = None,
+    params: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
+    experiment: str | None = None,
+    stage_timeout_minutes: float = 240.0,
+    retries: int = 2,
+    retry_delay_seconds: float = 10.0,
+) -> dict[str, Any]:
+    """Run prepare → extract → profile → decide → train → evaluate (as dvc.yaml says).
+
+    Args:
+        project: the project folder (dvc.yaml, params.yaml).
+        data: the image folder or CSV manifest to use (``prepare.source``).
+        model: the backbone (``model.name``), e.g. ``timm:resnet50.a1_in1k``.
+        strategy: force ``linear`` / ``svm`` / ``finetune`` (``decide.strategy``).
+        params: more settings by dotted key, e.g. ``{"train.epochs": 3}``.
+        overrides: DVC ``-S`` overrides as strings, e.g. ``["train.lr=0.0005"]``.
+        experiment: the DVC experiment's name (runs with overrides are recorded).
+        stage_timeout_minutes: a stage running longer is killed (and retried).
+        retries: retries of a failed stage (not for bad configuration, data or model).
+        retry_delay_seconds: the wait before a retry.
+    """
+    logger = get_run_logger()
+    project = Path(project).resolve()
+    if not (project / "dvc.yaml").is_file():
+        raise ConfigError(f"{project}: no dvc.yaml here; run from the transferpilot project folder")
+    requested = requested_overrides(project, data, model, strategy, params, overrides)
+    apply_params(project, requested)
+    runs: dict[str, Any] = {}
+    futures: dict[str, Any] = {}
+    for stage, upstream in tp.stage_order(project):
+        task = stage_task(stage, retries=retries, retry_delay_s=retry_delay_seconds)
+        futures[stage] = task.submit(
+            project,
+            stage,
+            stage_timeout_minutes * 60,
+            wait_for=[futures[u] for u in upstream if u in futures],
+        )
+        runs[stage] = futures[stage].result()  # stages share DVC's lock: one at a time
+    saved = save_experiment(project, experiment) if requested or experiment else None
+    result = publish(project)
+    ran = [s for s, r in runs.items() if r["status"] == "ran"]
+    logger.info("stages run: %s; up to date: %d", ", ".join(ran) or "none", len(runs) - len(ran))
+    logger.info("%s — report: %s", result["headline"], result["report"])
+    return {"stages": runs, "experiment": saved, **result}
+
+
+if __name__ == "__main__":
+    pipeline()

@@ -1,0 +1,141 @@
+"""The Prefect flow on a real git + DVC working copy, under one session-wide test server:
+every stage as a task, artifacts, overrides recorded as a DVC experiment, retries."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.projects import run, working_copy
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["prepare", "extract", "profile", "decide", "train", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, project_root: Path) -> Path:
+    return working_copy(tmp_path_factory.mktemp("flow") / "project", project_root)
+
+
+@pytest.fixture(scope="module")
+def first_run(project: Path, prefect_harness: None) -> tuple[Any, dict]:
+    from flows.pipeline import pipeline
+
+    state = pipeline(project=project, retry_delay_seconds=0, return_state=True)
+    return state, state.result()
+
+
+def artifacts_of(flow_run_id: Any) -> dict[str, Any]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found}
+
+
+def test_every_stage_runs_as_a_task_and_artifacts_are_published(first_run, project: Path) -> None:
+    state, result = first_run
+    assert state.is_completed()
+    assert list(result["stages"]) == STAGES  # DVC's order
+    assert {r["status"] for r in result["stages"].values()} == {"ran"}
+    assert result["report"] == "reports/report.md" and (project / result["report"]).is_file()
+    assert result["experiment"] is None  # nothing overridden, nothing recorded
+
+    artifacts = artifacts_of(state.state_details.flow_run_id)
+    assert set(artifacts) >= {
+        "transferpilot-decision",
+        "transferpilot-metrics",
+        "transferpilot-report",
+    }
+    decision = json.loads((project / "data" / "decision" / "decision.json").read_text())
+    summary = artifacts["transferpilot-decision"].data
+    assert decision["quadrant"] in summary and decision["reason"] in summary
+    table = artifacts["transferpilot-metrics"].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert rows[0]["split"] == "val" and 0.0 <= rows[0]["accuracy"] <= 1.0
+    report = artifacts["transferpilot-report"].data
+    for title in ("Data", "Profile", "Decision", "Training", "Metrics", "Mistakes"):
+        assert f"## {title}" in report
+
+
+def test_an_override_reruns_downstream_stages_and_is_a_dvc_experiment(
+    first_run, project: Path
+) -> None:
+    from flows.pipeline import pipeline
+
+    result = pipeline(
+        project=project, params={"train.cv_folds": 2}, experiment="folds2", retry_delay_seconds=0
+    )
+    status = {stage: r["status"] for stage, r in result["stages"].items()}
+    assert status == {
+        "prepare": "skipped",
+        "extract": "skipped",
+        "profile": "skipped",
+        "decide": "skipped",
+        "train": "ran",
+        "evaluate": "ran",
+    }
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["train"]["cv_folds"] == 2  # as `dvc exp run -S` leaves the workspace
+    assert result["experiment"] == "folds2"
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    names = [e.get("name") for row in shown for e in (row.get("experiments") or [])]
+    assert "folds2" in names
+
+    again = pipeline(project=project, retry_delay_seconds=0)  # nothing changed since
+    assert {r["status"] for r in again["stages"].values()} == {"skipped"}
+
+
+def test_a_bad_override_stops_before_any_stage(first_run, project: Path) -> None:
+    from flows.pipeline import pipeline
+    from transferpilot.errors import ConfigError
+
+    before = (project / "params.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"train\.cv_folds"):
+        pipeline(project=project, params={"train.cv_folds": 1}, retry_delay_seconds=0)
+    with pytest.raises(ConfigError, match=r"train\.colour"):
+        pipeline(project=project, overrides=["train.colour=red"], retry_delay_seconds=0)
+    assert (project / "params.yaml").read_text() == before
+
+
+def test_a_transient_failure_is_retried_and_a_permanent_one_is_not(
+    first_run, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.pipeline import pipeline
+    from transferpilot import pipeline as library
+
+    real = library.repro_stage
+    calls: list[str] = []
+
+    def flaky(project_dir: Path, stage: str, **kwargs: Any):
+        calls.append(stage)
+        if stage == "decide" and calls.count("decide") == 1:
+            raise library.StageFailed(stage, 1, "simulated crash")
+        return real(project_dir, stage, **kwargs)
+
+    monkeypatch.setattr(library, "repro_stage", flaky)
+    result = pipeline(project=project, retry_delay_seconds=0)
+    assert calls.count("decide") == 2 and calls.count("evaluate") == 1
+    assert list(result["stages"]) == STAGES
+
+    calls.clear()
+
+    def bad_data(project_dir: Path, stage: str, **kwargs: Any):
+        calls.append(stage)
+        if stage == "extract":
+            raise library.StageFailed(stage, 3, "no usable images")
+        return real(project_dir, stage, **kwargs)
+
+    monkeypatch.setattr(library, "repro_stage", bad_data)
+    with pytest.raises(library.StageFailed) as failed:
+        pipeline(project=project, retry_delay_seconds=0)
+    assert failed.value.exit_code == 3
+    assert calls == ["prepare", "extract"]  # not retried, nothing after it ran
