@@ -154,10 +154,12 @@ def test_a_shard_killed_mid_write_is_never_read(
         extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
     monkeypatch.setattr(os, "replace", real_replace)
     assert counter.images == 8  # two batches of 4: one shard completed, one killed
-    assert list((tmp_path / "c").rglob(".*.tmp"))  # the torn temp file is there...
+    assert not list((tmp_path / "c").rglob(".*.tmp"))  # an interrupted write cleans up;
+    shards = next((tmp_path / "c").rglob("shards"))  # what a SIGKILL would leave behind:
+    (shards / ".0123abcd.npz.tmp").write_bytes(b"torn")
 
     feats = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
-    assert counter.images == 8 + 6  # ...never read: the first shard (4) is reused, 6 recomputed
+    assert counter.images == 8 + 6  # never read: the first shard (4) is reused, 6 recomputed
     assert feats.arrays[PRE_LOGITS].shape == (10, tiny.num_features)
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock, Timeout
 
-from transferpilot.io import write_json
+from transferpilot.io import atomic_open, write_json
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +138,8 @@ class FeatureCache:
         np.savez(buffer, **{SHA_KEY: np.asarray(shas, dtype="U64")}, **arrays)
         data = buffer.getvalue()
         name = f"{uuid.uuid4().hex}.npz"
-        tmp = self.shards / f".{name}.tmp"
-        with open(tmp, "wb") as fh:
+        with atomic_open(self.shards / name, "wb") as fh:  # a failed write leaves nothing
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.shards / name)
         line = json.dumps(
             {"shard": name, "digest": hashlib.sha256(data).hexdigest(), "rows": list(shas)}
         )
