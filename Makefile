@@ -63,10 +63,12 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.finetune
 	$(BIN)/python -m benchmarks.decision_quality
 	$(BIN)/python -m benchmarks.overhead
+	$(BIN)/python -m benchmarks.scale
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.extract --quick
 	$(BIN)/python -m benchmarks.decision_quality --quick ../shared/datasets/hymenoptera
+	$(BIN)/python -m benchmarks.scale --quick
 
 clean:
 	rm -rf data/prepared data/features data/profile data/decision data/digits models/train \

@@ -188,7 +188,7 @@ def main() -> None:
         f"{args.repeats} (measured {m['date']} on {m['cpu']}, {m['cores']} cores)"
     )
     table = print_table(title, ["run", "seconds", "images/s", "ratio", "target"], rows)
-    write_results("extract", results, table)
+    write_results("extract_quick" if args.quick else "extract", results, table)
 
 
 if __name__ == "__main__":

@@ -150,7 +150,8 @@ def main() -> None:
         "minutes",
     ]
     table = print_table(title, header, rows)
-    write_results("finetune", {"machine": m, "results": results}, table)
+    name = "finetune_quick" if args.quick else "finetune"
+    write_results(name, {"machine": m, "results": results}, table)
 
 
 if __name__ == "__main__":

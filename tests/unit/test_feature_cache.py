@@ -208,3 +208,27 @@ def test_decoding_in_worker_processes_gives_the_same_features(
         tiny, data, cache_root=tmp_path / "b", opts=dataclasses.replace(OPTS, workers=2)
     )
     np.testing.assert_allclose(workers.arrays[PRE_LOGITS], inline.arrays[PRE_LOGITS], atol=1e-5)
+
+
+def test_written_features_equal_the_in_memory_ones(tiny: Backbone, data, tmp_path: Path) -> None:
+    from transferpilot.features import write_features
+
+    groups = ["train"] * 6 + ["val"] * 4
+    feats = extract_features(tiny, data, cache_root=tmp_path / "c", opts=OPTS)
+    out = tmp_path / "out"
+    out.mkdir()
+    written = write_features(
+        tiny, data, out, cache_root=tmp_path / "c", groups=groups, opts=OPTS, chunk_rows=3
+    )
+    assert written.stats.computed == 0  # the cache served every row
+    for name, array in feats.arrays.items():
+        on_disk = np.load(out / f"{name}.npy")
+        assert on_disk.dtype == np.float32 and written.dims[name] == array.shape[1]
+        np.testing.assert_array_equal(on_disk, array)
+    val = np.arange(6, 10)
+    for bn, m in feats.moments(val).items():
+        np.testing.assert_allclose(written.moments["val"][bn].mean, m.mean, rtol=1e-6)
+        np.testing.assert_allclose(written.moments["val"][bn].var, m.var, rtol=1e-5, atol=1e-9)
+        assert written.moments["val"][bn].count == 4
+    for bn, m in feats.moments().items():
+        np.testing.assert_allclose(written.moments["all"][bn].mean, m.mean, rtol=1e-6)

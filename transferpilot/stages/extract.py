@@ -22,14 +22,15 @@ from transferpilot.config import ExtractParams, ModelParams
 from transferpilot.device import resolve_device
 from transferpilot.features import (
     ExtractOptions,
-    extract_features,
+    WrittenFeatures,
     moment_points,
     running_stats,
+    write_features,
 )
 from transferpilot.intake import SPLITS, Record, read_manifest
 from transferpilot.io import fresh_dir, save_npy, write_json
 from transferpilot.stages import Paths, read_json, register_stage
-from transferpilot.zoo import create_backbone
+from transferpilot.zoo import Backbone, create_backbone
 
 log = logging.getLogger(__name__)
 
@@ -47,50 +48,28 @@ def run(model: ModelParams, params: ExtractParams, paths: Paths) -> dict[str, An
         amp=params.amp,
         channels_last=params.channels_last,
     )
-    feats = extract_features(
-        backbone,
-        [(r.path, r.sha256) for r in records],
-        cache_root=params.cache_dir,
-        device=device,
-        opts=opts,
-    )
-    imagenet = running_stats(backbone.model, list(feats.per_image_mean))
-    moments: dict[str, np.ndarray] = {}
-    for scope in ("all", *SPLITS):
-        rows = np.array([i for i, r in enumerate(records) if scope in ("all", r.split)])
-        if not len(rows):
-            continue
-        for bn, m in feats.moments(rows).items():
-            moments[f"{scope}/mean/{bn}"] = m.mean
-            moments[f"{scope}/var/{bn}"] = m.var
-            moments[f"{scope}/count/{bn}"] = np.array(m.count)
-    for bn, (mean, var) in imagenet.items():
-        moments[f"imagenet/mean/{bn}"] = mean.numpy()
-        moments[f"imagenet/var/{bn}"] = var.numpy()
-    meta = {
-        "model": backbone.spec,
-        "weights_digest": backbone.weights_digest,
-        "data_config": backbone.data_config.as_dict(),
-        "pool_grid": params.pool_grid,
-        "layers": [
-            {
-                "name": ly.name,
-                "channels": ly.channels,
-                "reduction": ly.reduction,
-                "dim": int(feats.arrays[ly.name].shape[1]),
-            }
-            for ly in backbone.layers
-        ],
-        "outputs": {k: int(v.shape[1]) for k, v in feats.arrays.items()},
-        "moment_points": moment_points(backbone.model, [ly.name for ly in backbone.layers]),
-        "images": len(records),
-        "device": str(device),
-        "computed": feats.stats.computed,
-        "seconds": round(feats.stats.seconds, 3),
-    }
     with fresh_dir(paths.features) as out:
-        for name, array in feats.arrays.items():
-            save_npy(out / f"{name}.npy", array.astype(np.float32, copy=False))
+        # Streamed: every output is written in chunks, so memory does not grow with the data.
+        feats = write_features(
+            backbone,
+            [(r.path, r.sha256) for r in records],
+            out,
+            cache_root=params.cache_dir,
+            groups=[r.split for r in records],
+            device=device,
+            opts=opts,
+        )
+        moments: dict[str, np.ndarray] = {}
+        for scope in ("all", *SPLITS):
+            for bn, m in feats.moments.get(scope, {}).items():
+                moments[f"{scope}/mean/{bn}"] = m.mean
+                moments[f"{scope}/var/{bn}"] = m.var
+                moments[f"{scope}/count/{bn}"] = np.array(m.count)
+        imagenet = running_stats(backbone.model, list(feats.moments.get("all", {})))
+        for bn, (mean, var) in imagenet.items():
+            moments[f"imagenet/mean/{bn}"] = mean.numpy()
+            moments[f"imagenet/var/{bn}"] = var.numpy()
+        meta = _meta(backbone, params, feats, records, device)
         with open(out / "moments.npz", "wb") as fh:
             np.savez(fh, **moments)
         head = backbone.head()
@@ -103,10 +82,40 @@ def run(model: ModelParams, params: ExtractParams, paths: Paths) -> dict[str, An
         feats.stats.computed,
         feats.stats.seconds,
         feats.stats.images_per_s,
-        len(feats.arrays),
+        len(feats.dims),
         paths.features,
     )
     return meta
+
+
+def _meta(
+    backbone: Backbone,
+    params: ExtractParams,
+    feats: WrittenFeatures,
+    records: list[Record],
+    device: Any,
+) -> dict[str, Any]:
+    return {
+        "model": backbone.spec,
+        "weights_digest": backbone.weights_digest,
+        "data_config": backbone.data_config.as_dict(),
+        "pool_grid": params.pool_grid,
+        "layers": [
+            {
+                "name": ly.name,
+                "channels": ly.channels,
+                "reduction": ly.reduction,
+                "dim": feats.dims[ly.name],
+            }
+            for ly in backbone.layers
+        ],
+        "outputs": dict(feats.dims),
+        "moment_points": moment_points(backbone.model, [ly.name for ly in backbone.layers]),
+        "images": len(records),
+        "device": str(device),
+        "computed": feats.stats.computed,
+        "seconds": round(feats.stats.seconds, 3),
+    }
 
 
 @dataclass(frozen=True)
