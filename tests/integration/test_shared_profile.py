@@ -35,6 +35,9 @@ def test_each_dataset_lands_in_its_quadrant(
         "400",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # No time budget: the veto depends on a throughput probe, i.e. on the machine's load
+    # (tests/unit/test_decide.py covers it); here the quadrant rules alone decide.
+    (tmp_path / "params.yaml").write_text("decide:\n  budget_minutes: null\n")
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -43,7 +46,7 @@ def test_each_dataset_lands_in_its_quadrant(
         "small/similar": {"linear"},
         "small/different": {"svm"},
         "large/similar": {"finetune"},
-        "large/different": {"finetune", "svm", "linear"},
+        "large/different": {"finetune"},
     }
     assert out["strategy"] in expected[out["quadrant"]], out["reason"]
     assert str(round(out["similarity"], 2)) in out["reason"]
