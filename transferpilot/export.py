@@ -8,7 +8,7 @@ fine-tuned network is exported whole. Class names and the preprocessing travel
 in the file's metadata, so :class:`Predictor` needs nothing else.
 
 ONNX is protobuf: loading a file runs no pickle, whoever made it. It runs with
-onnxruntime (measured 5x faster than eager PyTorch for Lite0 on this CPU).
+onnxruntime (one ad-hoc measurement here: 32 Lite0 images in 1.1 s vs 5.2 s in eager PyTorch).
 
 >>> export_onnx(module, Path("models/train/predictor.onnx"), meta)  # doctest: +SKIP
 >>> Predictor(Path("models/train/predictor.onnx")).predict_files(["bee.jpg"])  # doctest: +SKIP
