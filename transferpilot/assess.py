@@ -31,6 +31,7 @@ from transferpilot.profile import (
     reference_distance,
     size_profile,
     stratified_sample,
+    training_size,
 )
 from transferpilot.zoo import PRE_LOGITS, create_backbone
 
@@ -105,7 +106,13 @@ def assess_folder(source: Path, params: Params, *, sample: int = 0) -> Assessmen
         backbone, [(r.path, r.sha256) for r in records], cache_root=cache, device=device, opts=opts
     )
     cfg = params.profile
-    throughput = measure_throughput(backbone, device) if cfg.measure_throughput else None
+    size = size_profile(intake.records)
+    throughput = None
+    if cfg.measure_throughput:
+        model_size = backbone.data_config.input_size[1]
+        throughput = measure_throughput(
+            backbone, device, input_size=training_size(size, model_size)
+        )
     reference = None
     if cfg.reference:
         reference = reference_distance(
@@ -123,6 +130,6 @@ def assess_folder(source: Path, params: Params, *, sample: int = 0) -> Assessmen
         probe=probe_options(params.profile, params.prepare.seed),
         throughput=throughput,
         reference=reference,
-        size=size_profile(intake.records),
+        size=size,
     )
     return Assessment(profile, choose_strategy(profile, params.decide))

@@ -163,7 +163,9 @@ class TrainParams(Section):
         3, ge=1, description="epochs without a better val accuracy before stopping"
     )
     input_size: int | None = Field(
-        None, ge=16, description="training resolution; null = the model's"
+        None,
+        ge=16,
+        description="training resolution; null = the decision's (smaller for small images)",
     )
     augment: bool = Field(True, description="random resized crop + horizontal flip on train")
     crop_scale: tuple[float, float] = Field((0.35, 1.0), description="random resized crop area")

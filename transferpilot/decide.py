@@ -30,7 +30,7 @@ from typing import Any
 from transferpilot._registry import JsonData
 from transferpilot.config import DecideParams
 from transferpilot.errors import ConfigError
-from transferpilot.profile import LayerProbe, Profile
+from transferpilot.profile import LayerProbe, Profile, training_size
 from transferpilot.zoo import LOGITS, PRE_LOGITS
 
 TOP_LAYERS = (PRE_LOGITS, LOGITS)
@@ -56,12 +56,23 @@ def _best(probes: list[LayerProbe]) -> LayerProbe:
     return max(reversed(probes), key=lambda p: p.cv_accuracy)
 
 
-def _linear_plan(profile: Profile, kind: str) -> tuple[str, LayerProbe | None, str]:
-    """The layer for ``linear`` (top layers) or ``svm`` (any layer), and why."""
-    if kind == "linear":
+KIND = {"svm": "svm", "linear": "logistic"}  # strategy -> the probe kind it trains
+STRATEGY = {kind: strategy for strategy, kind in KIND.items()}
+
+
+def _linear_plan(
+    profile: Profile, strategy: str, *, either_kind: bool = False
+) -> tuple[str, str, LayerProbe | None, str]:
+    """``(strategy, layer, probe, why)`` for ``linear`` (top layers) or ``svm`` (any layer).
+
+    With ``either_kind``, an ``svm`` plan becomes ``linear`` (softmax
+    regression) on the layer where that cross-validates strictly better than
+    the best SVM probe; ties keep the SVM.
+    """
+    if strategy == "linear":
         top = [p for p in profile.probes if p.layer in TOP_LAYERS]
         if not top:
-            return PRE_LOGITS, None, "the CNN codes"
+            return strategy, PRE_LOGITS, None, "the CNN codes"
         best = _best(top)
         what = (
             "the CNN codes (pre_logits)"
@@ -69,10 +80,29 @@ def _linear_plan(profile: Profile, kind: str) -> tuple[str, LayerProbe | None, s
             else "the ImageNet head's log-probabilities (logits), which probe better than the "
             "CNN codes: the pretrained classifier already separates these classes"
         )
-        return best.layer, best, what
-    best = _best(profile.probes)
-    scores = ", ".join(f"{p.layer} {p.cv_accuracy:.3f}" for p in profile.probes)
-    return best.layer, best, f"layer {best.layer}, the best of the probed layers ({scores})"
+        return strategy, best.layer, profile.probe(best.layer, "logistic") or best, what
+    layers = profile.layer_probes
+    best = _best(layers)
+    scores = ", ".join(f"{p.layer} {p.cv_accuracy:.3f}" for p in layers)
+    what = f"layer {best.layer}, the best of the probed layers ({scores})"
+    mine = [p for p in profile.probes if p.kind == KIND[strategy]]
+    theirs = [p for p in profile.probes if p.kind != KIND[strategy]]
+    if mine and best.kind != KIND[strategy]:
+        best = _best(mine)  # the layers were probed with the other kind
+    if either_kind and mine and theirs:
+        rival = _best(theirs)
+        if rival.cv_accuracy > best.cv_accuracy:
+            own = best
+            strategy, best = STRATEGY[rival.kind], rival
+            what = (
+                f"layer {best.layer}, where a {_NAMES[rival.kind]} cross-validates better "
+                f"({rival.cv_accuracy:.3f}) than the best {_NAMES[own.kind]} "
+                f"({own.layer} {own.cv_accuracy:.3f}); probed layers: {scores}"
+            )
+    return strategy, best.layer, best, what
+
+
+_NAMES = {"svm": "linear SVM", "logistic": "softmax regression"}
 
 
 def _finetune_plan(profile: Profile, rules: DecideParams, similar: bool) -> dict[str, Any]:
@@ -90,7 +120,17 @@ def _finetune_plan(profile: Profile, rules: DecideParams, similar: bool) -> dict
         "frozen_layers": frozen,
         "lr_ratio": ratio,
         "head_warmup": True,
+        "input_size": finetune_size(profile),
     }
+
+
+def finetune_size(profile: Profile) -> int | None:
+    """The resolution to fine-tune at: the one throughput was measured at, else the rule's."""
+    if profile.throughput is not None and profile.throughput.input_size:
+        return profile.throughput.input_size
+    if profile.input_size:
+        return training_size(profile.size, profile.input_size)
+    return None
 
 
 def finetune_minutes(profile: Profile, epochs: int) -> float | None:
@@ -102,6 +142,10 @@ def finetune_minutes(profile: Profile, epochs: int) -> float | None:
     n_eval = profile.size.n_images - n_train
     per_epoch = n_train / t.train_images_per_s + n_eval / max(t.eval_images_per_s, 1e-9)
     return epochs * per_epoch / 60.0
+
+
+def _at(size: int | None) -> str:
+    return f" at {size} px" if size else ""
 
 
 def _check_layer(layer: str, profile: Profile) -> str:
@@ -136,7 +180,12 @@ def choose_strategy(profile: Profile, rules: DecideParams) -> Decision:
     evidence: dict[str, Any] = {
         "median_images_per_class": size_n,
         "similarity": score,
-        "probes": {p.layer: p.cv_accuracy for p in profile.probes},
+        "probes": {p.layer: p.cv_accuracy for p in profile.layer_probes},
+        "second_opinion": {
+            f"{p.kind} {p.layer}": p.cv_accuracy
+            for p in profile.probes
+            if p.kind != profile.probe_kind
+        },
     }
     estimate = finetune_minutes(profile, rules.finetune_epochs)
     evidence["finetune_minutes_estimate"] = estimate
@@ -152,11 +201,11 @@ def choose_strategy(profile: Profile, rules: DecideParams) -> Decision:
         and estimate is not None
         and estimate > rules.budget_minutes
     ):
-        best = _best(profile.probes)
-        strategy = "linear" if best.layer in TOP_LAYERS else "svm"
+        strategy = "svm"  # the best probe of either kind: see _linear_plan
         notes.append(
             f"Fine-tuning would take about {estimate:.0f} min ({rules.finetune_epochs} epochs at "
-            f"{profile.throughput.train_images_per_s:.1f} training images/s here), over the "
+            f"{profile.throughput.train_images_per_s:.1f} training images/s here"
+            f"{_at(finetune_size(profile))}), over the "
             f"{rules.budget_minutes:g} min budget: using the best probe that fits instead."
         )
     if strategy == "finetune":
@@ -169,9 +218,13 @@ def choose_strategy(profile: Profile, rules: DecideParams) -> Decision:
             f"pretrained layers at {hyper['lr_ratio']:g}x the head's learning rate"
         )
         if estimate is not None:
-            action += f" (estimated {estimate:.0f} min for {hyper['epochs']} epochs here)"
+            action += (
+                f" (estimated {estimate:.0f} min for {hyper['epochs']} epochs here"
+                f"{_at(hyper['input_size'])})"
+            )
     else:
-        layer, probe, what = _linear_plan(profile, strategy)
+        either = rules.strategy == "auto" and not rules.layer and strategy == "svm"
+        strategy, layer, probe, what = _linear_plan(profile, strategy, either_kind=either)
         if rules.layer:
             layer, probe = _check_layer(rules.layer, profile), profile.probe(rules.layer)
             what = f"layer {layer} (manual override)"

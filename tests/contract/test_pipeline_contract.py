@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from transferpilot.config import Params
-from transferpilot.stages import STAGES
+from transferpilot.stages import all_stages
 
 
 def _dvc_stages(project_root: Path) -> dict:
@@ -16,14 +16,14 @@ def _dvc_stages(project_root: Path) -> dict:
 
 def test_dvc_stages_are_the_registered_stages(project_root: Path) -> None:
     # The order is DVC's to give (deps/outs); the names must agree one to one.
-    assert sorted(_dvc_stages(project_root)) == sorted(STAGES)
+    assert sorted(_dvc_stages(project_root)) == sorted(all_stages())
 
 
 def test_each_stage_calls_its_cli_reads_its_sections_and_depends_on_its_code(
     project_root: Path,
 ) -> None:
     for name, spec in _dvc_stages(project_root).items():
-        stage = STAGES[name]
+        stage = all_stages()[name]
         assert spec["cmd"] == f"transferpilot stage {name}"
         assert spec["params"] == list(stage.sections)
         assert f"transferpilot/stages/{name}.py" in spec["deps"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from transferpilot.config import DecideParams
@@ -15,6 +17,7 @@ from transferpilot.profile import (
     Similarity,
     SizeProfile,
     Throughput,
+    training_size,
 )
 
 LAYERS = ["blocks.0", "blocks.2", "blocks.4", "blocks.6"]
@@ -123,10 +126,56 @@ def test_budget_vetoes_finetuning_and_says_so() -> None:
     minutes = finetune_minutes(slow, 10)
     assert minutes is not None and minutes > 60
     decision = choose_strategy(slow, DecideParams(budget_minutes=60))
-    assert decision.strategy == "linear" and decision.layer == "pre_logits"
+    assert decision.strategy == "svm" and decision.layer == "pre_logits"  # the best probe
     assert "budget" in decision.reason and f"{minutes:.0f} min" in decision.reason
     unlimited = choose_strategy(slow, DecideParams(budget_minutes=None))
     assert unlimited.strategy == "finetune"
+
+
+def with_logistic(profile: Profile, scores: dict[str, float]) -> Profile:
+    extra = [LayerProbe(k, 8, v, 0.01, 100, 0.1, "logistic") for k, v in scores.items()]
+    return replace(profile, probes=[*profile.probes, *extra])
+
+
+def test_small_different_takes_softmax_regression_only_when_it_cross_validates_better() -> None:
+    base = make_profile(per_class=50, score=0.1)  # best SVM probe: pre_logits 0.9
+    better = choose_strategy(with_logistic(base, {"pre_logits": 0.92}), DecideParams())
+    assert (better.strategy, better.layer) == ("linear", "pre_logits")
+    assert "softmax regression cross-validates better (0.920)" in better.reason
+    assert "pre_logits 0.900" in better.reason
+    assert better.evidence["second_opinion"] == {"logistic pre_logits": 0.92}
+    assert better.evidence["probes"]["pre_logits"] == 0.9  # the per-layer table stays the SVM's
+    tie = choose_strategy(with_logistic(base, {"pre_logits": 0.9}), DecideParams())
+    assert (tie.strategy, tie.layer) == ("svm", "pre_logits")
+    forced = choose_strategy(
+        with_logistic(base, {"pre_logits": 0.99}), DecideParams(strategy="svm")
+    )
+    assert forced.strategy == "svm"  # a manual strategy is never switched
+
+
+def test_budget_fallback_takes_the_best_probe_of_either_kind() -> None:
+    slow = with_logistic(make_profile(per_class=500, score=0.8, train_rate=2.0), {"logits": 0.95})
+    decision = choose_strategy(slow, DecideParams(budget_minutes=60))
+    assert (decision.strategy, decision.layer) == ("linear", "logits")
+
+
+def test_finetuning_small_images_plans_a_smaller_resolution() -> None:
+    profile = make_profile(per_class=500, score=0.2)  # 32 px images
+    planned = choose_strategy(replace(profile, throughput=None, input_size=224), DecideParams())
+    assert planned.hyperparameters["input_size"] == 64
+    measured = replace(profile, throughput=Throughput(100.0, 400.0, 16, "cpu", 96))
+    decision = choose_strategy(measured, DecideParams())
+    assert decision.hyperparameters["input_size"] == 96  # the size throughput was measured at
+    assert "at 96 px" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("side", "size"), [(28, 64), (32, 64), (48, 96), (100, 224), (112, 224), (375, 224)]
+)
+def test_training_size_follows_small_images_only(side: int, size: int) -> None:
+    profile = make_profile(per_class=10, score=0.5)
+    dims = {"min": side, "median": side, "max": side}
+    assert training_size(replace(profile.size, width=dims, height=dims), 224) == size
 
 
 def test_manual_overrides() -> None:

@@ -33,7 +33,7 @@ from transferpilot.profile._similarity import (
     head_measures,
     similarity,
 )
-from transferpilot.profile._size import SizeProfile, size_profile
+from transferpilot.profile._size import SizeProfile, size_profile, training_size
 from transferpilot.profile._speed import Throughput, measure_throughput
 from transferpilot.zoo import LOGITS, PRE_LOGITS
 
@@ -56,6 +56,7 @@ __all__ = [
     "similarity",
     "size_profile",
     "stratified_sample",
+    "training_size",
 ]
 
 Moments = Mapping[str, tuple[np.ndarray, np.ndarray]]
@@ -72,9 +73,22 @@ class Profile(JsonData):
     probes: list[LayerProbe]
     throughput: Throughput | None = None
     reference: dict[str, Any] | None = None
+    input_size: int | None = None  # the model's square resolution; None in older profiles
 
-    def probe(self, layer: str) -> LayerProbe | None:
-        return next((p for p in self.probes if p.layer == layer), None)
+    def probe(self, layer: str, kind: str | None = None) -> LayerProbe | None:
+        """The probe of ``layer`` (the every-layer kind unless ``kind`` is given)."""
+        kind = kind or self.probe_kind
+        return next((p for p in self.probes if p.layer == layer and p.kind == kind), None)
+
+    @property
+    def probe_kind(self) -> str:
+        """The kind of classifier probed on every layer."""
+        return self.probes[0].kind if self.probes else "svm"
+
+    @property
+    def layer_probes(self) -> list[LayerProbe]:
+        """One probe per layer: the kind probed on every layer, in layer order."""
+        return [p for p in self.probes if p.kind == self.probe_kind]
 
 
 def build_profile(
@@ -91,6 +105,7 @@ def build_profile(
     throughput: Throughput | None = None,
     reference: dict[str, Any] | None = None,
     size: SizeProfile | None = None,
+    input_size: int | None = None,
 ) -> Profile:
     """Measure ``records`` from their features (rows aligned with ``records``).
 
@@ -113,6 +128,7 @@ def build_profile(
         ),
         throughput=throughput,
         reference=reference,
+        input_size=input_size,
     )
 
 
@@ -151,6 +167,7 @@ def profile_features(
         throughput=throughput,
         reference=reference,
         size=size,
+        input_size=backbone.data_config.input_size[1],
     )
 
 

@@ -30,8 +30,8 @@ def plot_probes(profile: Profile, path: Path) -> Path:
     """Cross-validated linear-probe accuracy of every candidate layer."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
-    names = [p.layer for p in profile.probes]
-    ax.bar(names, [p.cv_accuracy for p in profile.probes], color="#2ca02c")
+    probes = profile.layer_probes
+    ax.bar([p.layer for p in probes], [p.cv_accuracy for p in probes], color="#2ca02c")
     chance = 1.0 / max(profile.size.n_classes, 1)
     ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance {chance:.2f}")
     ax.set_ylim(0, 1.02)

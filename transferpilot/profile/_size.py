@@ -35,6 +35,20 @@ class SizeProfile:
         return asdict(self)
 
 
+def training_size(size: SizeProfile, model_size: int, *, floor: int = 64) -> int:
+    """The square resolution fine-tuning trains at: the model's, unless the images are small.
+
+    Upsampling a 28-px digit to 224 px adds no detail, only compute (about 12x
+    the pixels of 64 px). Images whose median short side is under half the
+    model's resolution train at twice that side, rounded up to a multiple of 32,
+    never below ``floor``: 28 px -> 64, 100 px -> 224 (the model's).
+    """
+    short = min(size.width["median"], size.height["median"])
+    if 2 * short >= model_size:
+        return model_size
+    return int(min(model_size, max(floor, 32 * np.ceil(2 * short / 32))))
+
+
 def size_profile(records: Sequence[Record]) -> SizeProfile:
     """Summarise ``records`` (manifest rows).
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,9 @@ class Stage:
 
 
 STAGES: Registry[Stage] = Registry("stage", ConfigError)
+#: The stage modules, in pipeline order. Each is imported only when its stage runs:
+#: `transferpilot stage decide` need not pay for torch.
+STAGE_NAMES = ("prepare", "extract", "profile", "decide", "train", "evaluate")
 
 
 def register_stage(name: str, *, sections: tuple[str, ...]) -> Callable:
@@ -92,16 +96,21 @@ def read_json(path: Path, *, produced_by: str) -> Any:
         raise DataError(f"{path} not found: run the {produced_by} stage first") from None
 
 
+def get_stage(name: str) -> Stage:
+    """Stage ``name``, importing its module (which registers it) on first use."""
+    if name in STAGE_NAMES and name not in STAGES:
+        import_module(f"{__name__}.{name}")
+    return STAGES.get(name)
+
+
+def all_stages() -> Registry[Stage]:
+    """Every stage, registered."""
+    for name in STAGE_NAMES:
+        get_stage(name)
+    return STAGES
+
+
 def run_stage(name: str, params: Params, paths: Paths) -> dict[str, Any]:
     """Run stage ``name`` with only its own sections of ``params``."""
-    stage = STAGES.get(name)
+    stage = get_stage(name)
     return stage.run(*(getattr(params, s) for s in stage.sections), paths=paths)
-
-
-# Stage modules register themselves; imported last because they import this module.
-from transferpilot.stages import decide as _decide  # noqa: E402, F401
-from transferpilot.stages import evaluate as _evaluate  # noqa: E402, F401
-from transferpilot.stages import extract as _extract  # noqa: E402, F401
-from transferpilot.stages import prepare as _prepare  # noqa: E402, F401
-from transferpilot.stages import profile as _profile  # noqa: E402, F401
-from transferpilot.stages import train as _train  # noqa: E402, F401

@@ -21,6 +21,8 @@ from transferpilot.profile import (
     measure_throughput,
     probe_options,
     reference_distance,
+    size_profile,
+    training_size,
 )
 from transferpilot.profile._plots import plot_probes, plot_similarity
 from transferpilot.stages import Paths, register_stage
@@ -44,12 +46,17 @@ def run(
     prototypes = np.load(head_file, allow_pickle=False) if head_file.exists() else None
     arrays = {name: table.array(name) for name in table.meta["outputs"]}
 
+    size = size_profile(table.records)
+    model_size = int(table.meta["data_config"]["input_size"][1])
     throughput = reference = None
     if params.measure_throughput or params.reference:
         backbone = create_backbone(model.name, arch=model.arch)
         device = resolve_device(extract.device)
         if params.measure_throughput:
-            throughput = measure_throughput(backbone, device)
+            # at the resolution fine-tuning would train at, for the budget estimate
+            throughput = measure_throughput(
+                backbone, device, input_size=training_size(size, model_size)
+            )
         if params.reference:
             reference = reference_distance(
                 backbone,
@@ -71,6 +78,8 @@ def run(
         probe=probe_options(params),
         throughput=throughput,
         reference=reference,
+        size=size,
+        input_size=model_size,
     )
     with fresh_dir(paths.profile) as out:
         write_json(out / "profile.json", profile.to_dict())
@@ -85,6 +94,6 @@ def run(
         sim.score,
         sim.certainty,
         "n/a" if sim.overlap is None else f"{sim.overlap:.2f}",
-        max(profile.probes, key=lambda p: p.cv_accuracy).layer,
+        max(profile.layer_probes, key=lambda p: p.cv_accuracy).layer,
     )
     return {"similarity": sim.score, "images": profile.size.n_images}

@@ -62,7 +62,7 @@ def finetune_config(params: TrainParams, decision: Decision, model: Any) -> Fine
         warmup_epochs=params.warmup_epochs,
         label_smoothing=params.label_smoothing,
         patience=params.patience,
-        input_size=params.input_size,
+        input_size=params.input_size or plan.get("input_size"),
         augment=params.augment,
         crop_scale=tuple(params.crop_scale),
         hflip=params.hflip,

@@ -56,6 +56,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         max_iter: int = 2000,
         random_state: int = 0,
         n_jobs: int | None = None,
+        tol: float = 1e-4,
     ) -> None:
         self.kind = kind
         self.c_grid = c_grid
@@ -63,14 +64,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.tol = tol
 
     def _classifier(self) -> Any:
         if self.kind == "logistic":
-            return LogisticRegression(max_iter=self.max_iter)
+            return LogisticRegression(max_iter=self.max_iter, tol=self.tol)
         if self.kind == "svm":
             # Dual coordinate descent: measured 3-20x faster than the primal solver on
             # standardised CNN codes (1280-d); never more than a second slower on narrow layers.
-            return SoftmaxLinearSVC(max_iter=self.max_iter, dual=True)
+            return SoftmaxLinearSVC(max_iter=self.max_iter, tol=self.tol, dual=True)
         raise ValueError(f"kind must be 'logistic' or 'svm', got {self.kind!r}")
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
