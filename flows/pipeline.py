@@ -95,12 +95,16 @@ def pipeline(
     apply_params(project, requested)
     runs: dict[str, Any] = {}
     futures: dict[str, Any] = {}
+    stale = tp.stale_stages(project)
     for stage, upstream in tp.stage_order(project):
         task = stage_task(stage, retries=retries, retry_delay_s=retry_delay_seconds)
+        # up to date: not stale, and nothing upstream ran (else DVC decides)
+        current = stage not in stale and all(runs.get(u, {}).get("status") != "ran" for u in upstream)
         futures[stage] = task.submit(
             project,
             stage,
             stage_timeout_minutes * 60,
+            up_to_date=current,
             wait_for=[futures[u] for u in upstream if u in futures],
         )
         runs[stage] = futures[stage].result()  # stages share DVC's lock: one at a time

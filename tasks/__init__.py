@@ -41,8 +41,13 @@ def _worth_retrying(task: Task, task_run: Any, state: Any) -> bool:
     retry_delay_seconds=RETRY_DELAY_S,
     retry_condition_fn=_worth_retrying,
 )
-def _run_stage(project: Path, stage: str, timeout_s: float | None = None) -> dict[str, Any]:
+def _run_stage(
+    project: Path, stage: str, timeout_s: float | None = None, up_to_date: bool = False
+) -> dict[str, Any]:
     logger = get_run_logger()
+    if up_to_date:  # the flow's `dvc status` found nothing to do: no `dvc repro` process
+        logger.info("stage %s is up to date (dvc status)", stage)
+        return asdict(pipeline.StageRun(stage, "skipped", 0.0))
     result = pipeline.repro_stage(project, stage, timeout_s=timeout_s, on_line=logger.info)
     logger.info("stage %s %s in %.1f s", stage, result.status, result.seconds)
     return asdict(result)

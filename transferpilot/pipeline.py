@@ -59,22 +59,38 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _address(stage: Any, root: Path) -> str:
+    """A stage's name as ``dvc repro`` takes it, run in the project folder."""
+    dvcfile = Path(stage.path).resolve().relative_to(root)
+    return stage.name if str(dvcfile) == "dvc.yaml" else f"{dvcfile}:{stage.name}"
+
+
 def stage_order(project: Path) -> list[tuple[str, list[str]]]:
     """``(stage, upstream stages)`` in the order DVC would run them."""
     from dvc.repo import Repo
     from dvc.repo.reproduce import plan_repro
 
     root = Path(project).resolve()
-
-    def address(stage: Any) -> str:  # as `dvc repro` takes it, run in the project folder
-        dvcfile = Path(stage.path).resolve().relative_to(root)
-        return stage.name if str(dvcfile) == "dvc.yaml" else f"{dvcfile}:{stage.name}"
-
     with Repo(str(root)) as repo:
         graph = repo.index.graph
         return [
-            (address(s), sorted(address(d) for d in graph.successors(s))) for s in plan_repro(graph)
+            (_address(s, root), sorted(_address(d, root) for d in graph.successors(s)))
+            for s in plan_repro(graph)
         ]
+
+
+def stale_stages(project: Path) -> set[str]:
+    """The stages ``dvc status`` reports changed (deps, outs, params or command).
+
+    One in-process check for the whole pipeline: a stage absent from it, none
+    of whose upstream stages runs, is up to date without starting ``dvc`` for
+    it (DVC would only say "didn't change", a second or more later).
+    """
+    from dvc.repo import Repo
+
+    root = Path(project).resolve()
+    with Repo(str(root)) as repo, repo.lock:
+        return {_address(s, root) for s in repo.index.stages if s.status()}
 
 
 class StageFailed(TransferpilotError):

@@ -67,9 +67,19 @@ def test_every_stage_runs_as_a_task_and_artifacts_are_published(first_run, proje
 
 
 def test_an_override_reruns_downstream_stages_and_is_a_dvc_experiment(
-    first_run, project: Path
+    first_run, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.pipeline import pipeline
+    from transferpilot import pipeline as library
+
+    started: list[str] = []
+    real = library.repro_stage
+
+    def spy(project_dir: Path, stage: str, **kwargs: Any):
+        started.append(stage)
+        return real(project_dir, stage, **kwargs)
+
+    monkeypatch.setattr(library, "repro_stage", spy)
 
     result = pipeline(
         project=project, params={"train.cv_folds": 2}, experiment="folds2", retry_delay_seconds=0
@@ -90,8 +100,12 @@ def test_an_override_reruns_downstream_stages_and_is_a_dvc_experiment(
     names = [e.get("name") for row in shown for e in (row.get("experiments") or [])]
     assert "folds2" in names
 
+    assert started == ["train", "evaluate"]  # one `dvc status` cleared the others
+
+    started.clear()
     again = pipeline(project=project, retry_delay_seconds=0)  # nothing changed since
     assert {r["status"] for r in again["stages"].values()} == {"skipped"}
+    assert started == []  # no `dvc repro` process at all
 
 
 def test_a_bad_override_stops_before_any_stage(first_run, project: Path) -> None:
@@ -114,6 +128,8 @@ def test_a_transient_failure_is_retried_and_a_permanent_one_is_not(
 
     real = library.repro_stage
     calls: list[str] = []
+    # as if everything had changed: every stage goes through (patched) `dvc repro`
+    monkeypatch.setattr(library, "stale_stages", lambda project_dir: set(STAGES))
 
     def flaky(project_dir: Path, stage: str, **kwargs: Any):
         calls.append(stage)

@@ -38,6 +38,36 @@ def test_the_informative_layer_probes_best() -> None:
     y = np.repeat(["x", "y"], 60)
     signal = (y == "x")[:, None] * 3.0 + rng.normal(size=(120, 4))
     features = {"noise": rng.normal(size=(120, 4)), "signal": signal}
-    probes = probe_layers(features, y, ["noise", "signal"], ProbeOptions(folds=3))
-    scores = {p.layer: p.cv_accuracy for p in probes}
+    features["more"] = signal + rng.normal(size=(120, 4))
+    probes = probe_layers(features, y, ["noise", "signal", "more"], ProbeOptions(folds=3))
+    # every layer with the SVM, in order; then softmax regression on the two best
+    assert [(p.kind, p.layer) for p in probes] == [
+        ("svm", "noise"),
+        ("svm", "signal"),
+        ("svm", "more"),
+        ("logistic", "signal"),
+        ("logistic", "more"),
+    ]
+    scores = {p.layer: p.cv_accuracy for p in probes if p.kind == "svm"}
     assert scores["signal"] > 0.9 > 0.75 > scores["noise"]
+
+
+def test_throughput_is_measured_at_the_requested_resolution() -> None:
+    import torch
+
+    from transferpilot.profile import measure_throughput
+    from transferpilot.zoo import create_backbone
+
+    backbone = create_backbone("timm:test_efficientnet", pretrained=False)
+    small = measure_throughput(backbone, torch.device("cpu"), batch_size=4, input_size=32)
+    assert small.input_size == 32 and small.train_images_per_s > 0
+    assert measure_throughput(backbone, torch.device("cpu"), batch_size=4).input_size == (
+        backbone.data_config.input_size[1]
+    )
+
+
+def test_training_size_is_the_models_unless_images_are_small() -> None:
+    from transferpilot.profile import training_size
+
+    assert training_size(size_profile([rec("a", "train", 28, 28)] * 2), 224) == 64
+    assert training_size(size_profile([rec("a", "train", 500, 375)] * 2), 224) == 224
