@@ -99,7 +99,8 @@ def pipeline(
     for stage, upstream in tp.stage_order(project):
         task = stage_task(stage, retries=retries, retry_delay_s=retry_delay_seconds)
         # up to date: not stale, and nothing upstream ran (else DVC decides)
-        current = stage not in stale and all(runs.get(u, {}).get("status") != "ran" for u in upstream)
+        ran_upstream = any(runs.get(u, {}).get("status") == "ran" for u in upstream)
+        current = stage not in stale and not ran_upstream
         futures[stage] = task.submit(
             project,
             stage,
