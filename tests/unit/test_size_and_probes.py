@@ -61,8 +61,9 @@ def test_throughput_is_measured_at_the_requested_resolution() -> None:
     backbone = create_backbone("timm:test_efficientnet", pretrained=False)
     small = measure_throughput(backbone, torch.device("cpu"), batch_size=4, input_size=32)
     assert small.input_size == 32 and small.train_images_per_s > 0
-    assert measure_throughput(backbone, torch.device("cpu"), batch_size=4).input_size == (
-        backbone.data_config.input_size[1]
+    assert (
+        measure_throughput(backbone, torch.device("cpu"), batch_size=4).input_size
+        == (backbone.data_config.input_size[1])
     )
 
 
