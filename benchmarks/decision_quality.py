@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -241,7 +242,9 @@ def main() -> None:
         rows,
     )  # fmt: skip
     name = "decision_quality_quick" if args.quick else "decision_quality"
-    settings = vars(args) | {"datasets": [str(f) for f in folders]}
+    # paths as seen from the project folder (../shared/...): no machine's layout in the results
+    root = Path(__file__).resolve().parents[1]
+    settings = vars(args) | {"datasets": [os.path.relpath(f.resolve(), root) for f in folders]}
     write_results(name, {"machine": m, "args": settings, "results": results}, table)
 
 
