@@ -54,7 +54,6 @@ from transferpilot.profile import (
     probe_options,
     profile_features,
     size_profile,
-    training_size,
 )
 from transferpilot.stages.train import finetune_config
 from transferpilot.strategies import create_strategy
@@ -132,15 +131,12 @@ def run_dataset(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     start = time.perf_counter()  # the profile as the pipeline runs it, throughput included
     size = size_profile(records)
-    model_size = backbone.data_config.input_size[1]
     profile = profile_features(
         records,
         feats,
         backbone,
         probe=probe_options(params.profile, params.prepare.seed),
-        throughput=measure_throughput(
-            backbone, torch.device("cpu"), input_size=training_size(size, model_size)
-        ),
+        throughput=measure_throughput(backbone, torch.device("cpu"), images=size),
         size=size,
     )
     profile_s = time.perf_counter() - start

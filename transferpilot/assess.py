@@ -31,7 +31,6 @@ from transferpilot.profile import (
     reference_distance,
     size_profile,
     stratified_sample,
-    training_size,
 )
 from transferpilot.zoo import PRE_LOGITS, create_backbone
 
@@ -107,12 +106,9 @@ def assess_folder(source: Path, params: Params, *, sample: int = 0) -> Assessmen
     )
     cfg = params.profile
     size = size_profile(intake.records)
-    throughput = None
-    if cfg.measure_throughput:
-        model_size = backbone.data_config.input_size[1]
-        throughput = measure_throughput(
-            backbone, device, input_size=training_size(size, model_size)
-        )
+    throughput = (
+        measure_throughput(backbone, device, images=size) if cfg.measure_throughput else None
+    )
     reference = None
     if cfg.reference:
         reference = reference_distance(

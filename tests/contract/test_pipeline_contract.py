@@ -97,3 +97,14 @@ def test_each_stage_depends_on_all_the_library_code_it_imports(project_root: Pat
         if uncovered:
             missing[name] = uncovered
     assert not missing, f"dvc.yaml stages miss deps on code they import: {missing}"
+
+
+def test_an_unknown_stage_is_refused_with_every_stage_named() -> None:
+    import pytest
+
+    from transferpilot.errors import ConfigError
+    from transferpilot.stages import STAGE_NAMES, get_stage
+
+    with pytest.raises(ConfigError) as err:
+        get_stage("prepair")
+    assert all(name in str(err.value) for name in STAGE_NAMES)

@@ -61,10 +61,11 @@ def test_throughput_is_measured_at_the_requested_resolution() -> None:
     backbone = create_backbone("timm:test_efficientnet", pretrained=False)
     small = measure_throughput(backbone, torch.device("cpu"), batch_size=4, input_size=32)
     assert small.input_size == 32 and small.train_images_per_s > 0
-    assert (
-        measure_throughput(backbone, torch.device("cpu"), batch_size=4).input_size
-        == (backbone.data_config.input_size[1])
-    )
+    assert backbone.data_config.input_size[1] == 160
+    assert measure_throughput(backbone, torch.device("cpu"), batch_size=4).input_size == 160
+    digits = size_profile([rec("a", "train", 28, 28)] * 2)  # 28-px images are timed at 64 px
+    timed = measure_throughput(backbone, torch.device("cpu"), batch_size=4, images=digits)
+    assert timed.input_size == 64
 
 
 def test_training_size_is_the_models_unless_images_are_small() -> None:

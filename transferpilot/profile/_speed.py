@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+    from transferpilot.profile._size import SizeProfile
     from transferpilot.zoo import Backbone
 
 
@@ -35,18 +36,26 @@ def measure_throughput(
     batch_size: int = 16,
     steps: int = 3,
     input_size: int | None = None,
+    images: SizeProfile | None = None,
 ) -> Throughput:
     """Time ``steps`` training steps (forward, backward, SGD) and inference passes.
 
     Works on a copy of the network (training mode would move BatchNorm
-    statistics), on random inputs at ``input_size`` (default: the model's),
-    after one warm-up step. The rate comes from the fastest step, as
+    statistics), on random inputs at ``input_size`` — by default the size
+    fine-tuning would train ``images`` at (:func:`training_size`), else the
+    model's — after one warm-up step. The rate comes from the fastest step, as
     :mod:`timeit` advises: other load on the machine only ever slows a step
     down, and it should not talk the budget rule out of fine-tuning.
     """
     import torch
 
-    size = input_size or backbone.data_config.input_size[1]
+    from transferpilot.profile._size import training_size
+
+    size = backbone.data_config.input_size[1]
+    if input_size:
+        size = input_size
+    elif images is not None:
+        size = training_size(images, size)
     model = copy.deepcopy(backbone.model).to(device).to(memory_format=torch.channels_last)
     x = torch.randn(batch_size, 3, size, size, device=device)
     x = x.contiguous(memory_format=torch.channels_last)

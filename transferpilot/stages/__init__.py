@@ -69,7 +69,7 @@ class Stage:
 
 STAGES: Registry[Stage] = Registry("stage", ConfigError)
 #: The stage modules, in pipeline order. Each is imported only when its stage runs:
-#: `transferpilot stage decide` need not pay for torch.
+#: `transferpilot stage prepare` does not import the other stages' code (torch among it).
 STAGE_NAMES = ("prepare", "extract", "profile", "decide", "train", "evaluate")
 
 
@@ -98,8 +98,9 @@ def read_json(path: Path, *, produced_by: str) -> Any:
 
 def get_stage(name: str) -> Stage:
     """Stage ``name``, importing its module (which registers it) on first use."""
-    if name in STAGE_NAMES and name not in STAGES:
-        import_module(f"{__name__}.{name}")
+    if name not in STAGES:  # an unknown name loads them all: the error lists every stage
+        for module in [name] if name in STAGE_NAMES else STAGE_NAMES:
+            import_module(f"{__name__}.{module}")
     return STAGES.get(name)
 
 

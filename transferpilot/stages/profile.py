@@ -22,7 +22,6 @@ from transferpilot.profile import (
     probe_options,
     reference_distance,
     size_profile,
-    training_size,
 )
 from transferpilot.profile._plots import plot_probes, plot_similarity
 from transferpilot.stages import Paths, register_stage
@@ -47,16 +46,13 @@ def run(
     arrays = {name: table.array(name) for name in table.meta["outputs"]}
 
     size = size_profile(table.records)
-    model_size = int(table.meta["data_config"]["input_size"][1])
     throughput = reference = None
     if params.measure_throughput or params.reference:
         backbone = create_backbone(model.name, arch=model.arch)
         device = resolve_device(extract.device)
         if params.measure_throughput:
             # at the resolution fine-tuning would train at, for the budget estimate
-            throughput = measure_throughput(
-                backbone, device, input_size=training_size(size, model_size)
-            )
+            throughput = measure_throughput(backbone, device, images=size)
         if params.reference:
             reference = reference_distance(
                 backbone,
@@ -79,7 +75,7 @@ def run(
         throughput=throughput,
         reference=reference,
         size=size,
-        input_size=model_size,
+        input_size=int(table.meta["data_config"]["input_size"][1]),
     )
     with fresh_dir(paths.profile) as out:
         write_json(out / "profile.json", profile.to_dict())
