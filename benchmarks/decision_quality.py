@@ -40,72 +40,38 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from benchmarks._common import SHARED, machine, print_table, write_results
-from transferpilot.config import DecideParams, Params, TrainParams
-from transferpilot.decide import choose_strategy
+from transferpilot.config import DecideParams, Params
+from transferpilot.decide import Decision, choose_strategy
 from transferpilot.errors import DataError
-from transferpilot.features import extract_features, linear_inputs
-from transferpilot.finetune import Finetuner
+from transferpilot.features import FeatureTable, write_table
 from transferpilot.intake import prepare_dataset
-from transferpilot.profile import (
-    measure_throughput,
-    probe_options,
-    profile_features,
-    size_profile,
-)
-from transferpilot.stages.train import finetune_config
-from transferpilot.strategies import create_strategy
-from transferpilot.zoo import LOGITS, PRE_LOGITS, create_backbone
+from transferpilot.profile.build import build_profile
+from transferpilot.strategies import get_strategy
+from transferpilot.zoo import LOGITS, PRE_LOGITS, Backbone, create_backbone
 
 log = logging.getLogger("decision_quality")
 
 
-def _fit(kind: str, layer: str, feats, y, train, test, params: TrainParams) -> dict[str, Any]:
-    start = time.perf_counter()
-    X = linear_inputs(layer, feats.arrays[layer])
-    est = create_strategy(kind, params).fit(X[train], y[train])
-    acc = float((est.predict(X[test]) == y[test]).mean())
-    return {
-        "strategy": kind,
-        "layer": layer,
-        "accuracy": acc,
-        "seconds": time.perf_counter() - start,
-    }
-
-
-def _finetune(
-    backbone: Any,
-    records: list[Any],
-    plan: Any,
-    params: Params,
-    epochs: int | None,
-    size: int | None,
+def _score(
+    backbone: Backbone, plan: Decision, table: FeatureTable, split: np.ndarray, eval_split: str
 ) -> dict[str, Any]:
-    """Fine-tune as the train stage would for ``plan`` (``epochs``/``size`` fix the budget)."""
-    ft_params = params.train.model_copy(update={"epochs": epochs, "input_size": size})
-    config = finetune_config(ft_params, plan, backbone.model)
-    tr = [r for r in records if r.split == "train"]
-    va = [r for r in records if r.split == "val"]
-    te = [r for r in records if r.split == "test"]
+    """Train ``plan`` through the strategy protocol as the train stage does; score it."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as ckpt:
-        tuner = Finetuner(backbone, config, checkpoint_dir=Path(ckpt)).fit(
-            [r.path for r in tr], [r.label for r in tr], [r.path for r in va], [r.label for r in va]
-        )
-        if te:
-            truth = np.array([r.label for r in te])
-            acc = float((tuner.predict([r.path for r in te]) == truth).mean())
-        else:  # the best epoch's val accuracy: early stopping looked at val too
-            acc = tuner.result_.best_val_accuracy
-    result = tuner.result_
+        strategy = get_strategy(plan.strategy)(backbone, plan, checkpoint_dir=Path(ckpt))
+        strategy.fit(table, split == "train", split == "val")
+    rows = np.flatnonzero(split == eval_split)
+    predicted = np.asarray(strategy.classes_)[strategy.predict_proba(table, rows).argmax(1)]
+    layer = plan.layer
+    if plan.strategy == "finetune":
+        layer = f"{strategy.summary_['epochs_run']} ep @ {strategy.summary_['input_size']}px"
     return {
-        "strategy": "finetune",
-        "layer": f"{result.epochs_run} ep @ {tuner.data_config().input_size[1]}px",
-        "accuracy": acc,
+        "strategy": plan.strategy,
+        "layer": layer,
+        "accuracy": float((predicted == table.labels[rows]).mean()),
         "seconds": time.perf_counter() - start,
-        "best_epoch": result.best_epoch,
     }
 
 
@@ -116,56 +82,48 @@ def run_dataset(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     if intake.fatal:
         raise DataError(f"{folder}: {intake.fatal}")
     records = intake.records
-    has_test = any(r.split == "test" for r in records)
-    eval_split = "test" if has_test else "val"
-    y = np.array([r.label for r in records])
-    train = np.array([r.split == "train" for r in records])
-    test = np.array([r.split == eval_split for r in records])
-    items = [(r.path, r.sha256) for r in records]
-
-    with tempfile.TemporaryDirectory() as cold:  # extraction timed from an empty cache
+    eval_split = "test" if any(r.split == "test" for r in records) else "val"
+    with tempfile.TemporaryDirectory() as tmp:
+        extract = params.extract
+        if args.cold:  # extraction timed from an empty cache
+            extract = extract.model_copy(update={"cache_dir": Path(tmp) / "cache"})
         start = time.perf_counter()
-        cache = Path(cold) if args.cold else params.extract.cache_dir
-        feats = extract_features(backbone, items, cache_root=cache)
+        (Path(tmp) / "table").mkdir()
+        meta, _ = write_table(backbone, records, Path(tmp) / "table", extract)
+        table = FeatureTable(records, meta, Path(tmp) / "table")
         extract_s = time.perf_counter() - start
 
-    start = time.perf_counter()  # the profile as the pipeline runs it, throughput included
-    size = size_profile(records)
-    profile = profile_features(
-        records,
-        feats,
-        backbone,
-        probe=probe_options(params.profile, params.prepare.seed),
-        throughput=measure_throughput(backbone, torch.device("cpu"), images=size),
-        size=size,
-    )
-    profile_s = time.perf_counter() - start
-    decide = params.decide
-    if args.budget_minutes is not None:
-        decide = decide.model_copy(update={"budget_minutes": args.budget_minutes})
-    auto = choose_strategy(profile, decide)
-    log.info("%s: auto %s on %s (%s)", folder.name, auto.strategy, auto.layer, auto.quadrant)
+        start = time.perf_counter()  # the profile as the pipeline builds it
+        profile = build_profile(table, backbone, params.profile, extract)
+        profile_s = time.perf_counter() - start
+        decide = params.decide
+        if args.budget_minutes is not None:
+            decide = decide.model_copy(update={"budget_minutes": args.budget_minutes})
+        linear_train = params.train.model_copy(
+            update={"c_grid": tuple(args.c_grid), "cv_folds": args.cv_folds}
+        )
+        auto = choose_strategy(profile, decide, linear_train)
+        log.info("%s: auto %s on %s (%s)", folder.name, auto.strategy, auto.layer, auto.quadrant)
 
-    tp = params.train.model_copy(update={"c_grid": tuple(args.c_grid), "cv_folds": args.cv_folds})
-    runs = [_fit("linear", PRE_LOGITS, feats, y, train, test, tp)]
-    layers = [ly.name for ly in backbone.layers] + [PRE_LOGITS, LOGITS]
-    for layer in layers:
-        runs.append(_fit("svm", layer, feats, y, train, test, tp))
-        log.info("%s: svm %s %.3f", folder.name, layer, runs[-1]["accuracy"])
+        def forced(strategy: str, layer: str | None = None, **train: Any) -> Decision:
+            rules = decide.model_copy(update={"strategy": strategy, "layer": layer})
+            return choose_strategy(profile, rules, linear_train.model_copy(update=train))
 
-    plan = choose_strategy(profile, decide.model_copy(update={"strategy": "finetune"}))
-    fixed = _finetune(backbone, records, plan, params, args.finetune_epochs, args.finetune_size)
-    runs.append(fixed)
-    ft_s = fixed["seconds"]
-
-    if auto.strategy == "finetune":  # the decision's own plan: its epochs, early stopping
-        auto_run = _finetune(backbone, records, auto, params, None, None)
-        auto_run["strategy"] = "finetune (auto plan)"
-        runs.append(auto_run)
-    else:
-        kind = "linear" if auto.strategy == "linear" else "svm"
-        match = [r for r in runs if r["strategy"] == kind and r["layer"] == auto.layer]
-        auto_run = match[0] if match else _fit(kind, auto.layer, feats, y, train, test, tp)
+        split = table.split
+        runs = [_score(backbone, forced("linear", PRE_LOGITS), table, split, eval_split)]
+        for layer in [*meta.layer_names, PRE_LOGITS, LOGITS]:
+            runs.append(_score(backbone, forced("svm", layer), table, split, eval_split))
+            log.info("%s: svm %s %.3f", folder.name, layer, runs[-1]["accuracy"])
+        fixed = forced("finetune", epochs=args.finetune_epochs, input_size=args.finetune_size)
+        runs.append(_score(backbone, fixed, table, split, eval_split))
+        ft_s = runs[-1]["seconds"]
+        same = [r for r in runs if (r["strategy"], r["layer"]) == (auto.strategy, auto.layer)]
+        if auto.strategy == "finetune" or not same:  # the decision's own plan, run in full
+            auto_run = _score(backbone, auto, table, split, eval_split)
+            auto_run["strategy"] += " (auto plan)"
+            runs.append(auto_run)
+        else:
+            auto_run = same[0]
     best = max(runs, key=lambda r: r["accuracy"])
     auto_s = extract_s + profile_s + auto_run["seconds"]
     return {

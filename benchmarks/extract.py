@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from benchmarks._common import SHARED, machine, median, print_table, timed, write_results
-from transferpilot.features import ExtractOptions, extract_features
+from transferpilot.config import ExtractParams
+from transferpilot.features import extract_features
 from transferpilot.images import open_rgb
 from transferpilot.zoo import create_backbone
 
@@ -85,12 +86,12 @@ def main() -> None:
     try:
         label, items = dataset_items(args.data, args.images, tmp)
         backbone = create_backbone(args.model)
-        opts = ExtractOptions(batch_size=args.batch_size)
+        opts = ExtractParams(batch_size=args.batch_size, cache_dir=tmp / "cache")
         n = len(items)
 
         def cold() -> None:
             shutil.rmtree(tmp / "cache", ignore_errors=True)
-            extract_features(backbone, items, cache_root=tmp / "cache", opts=opts)
+            extract_features(backbone, items, opts)
 
         # Pre-decoded tensors, forward only, same batch size and memory format as extraction.
         transform = backbone.data_config.transform()
@@ -109,16 +110,16 @@ def main() -> None:
         backbone.model.to(memory_format=torch.contiguous_format)
         naive_t, _ = timed(lambda: naive_loop(backbone, items, args.batch_size), args.repeats)
         warm_t, _ = timed(
-            lambda: extract_features(backbone, items, cache_root=tmp / "cache", opts=opts),
+            lambda: extract_features(backbone, items, opts),
             args.repeats,
         )
         cut = n - n // 10
 
         def incremental() -> None:
             shutil.rmtree(tmp / "cache", ignore_errors=True)
-            extract_features(backbone, items[:cut], cache_root=tmp / "cache", opts=opts)
+            extract_features(backbone, items[:cut], opts)
             start = __import__("time").perf_counter()
-            extract_features(backbone, items, cache_root=tmp / "cache", opts=opts)
+            extract_features(backbone, items, opts)
             inc_times.append(__import__("time").perf_counter() - start)
 
         inc_times: list[float] = []

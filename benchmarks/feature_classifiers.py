@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._common import SHARED, machine, print_table, write_results
-from transferpilot.config import PrepareParams, TrainParams
-from transferpilot.features import ExtractOptions, extract_features
+from transferpilot.config import ExtractParams, PrepareParams, TrainParams
+from transferpilot.features import extract_features
 from transferpilot.intake import prepare_dataset
-from transferpilot.strategies import create_strategy
+from transferpilot.strategies import LinearClassifier
 from transferpilot.zoo import create_backbone
 
 
@@ -40,7 +40,7 @@ def main() -> None:
         intake = prepare_dataset(PrepareParams(source=folder))
         items = [(r.path, r.sha256) for r in intake.records]
         start = time.perf_counter()
-        feats = extract_features(backbone, items, cache_root=args.cache, opts=ExtractOptions())
+        feats = extract_features(backbone, items, ExtractParams(cache_dir=args.cache))
         extract_s = time.perf_counter() - start
         X = feats.arrays[args.layer]
         y = np.array([r.label for r in intake.records])
@@ -54,7 +54,7 @@ def main() -> None:
             "computed": feats.stats.computed,
         }
         for strategy in ("linear", "svm"):
-            probe = create_strategy(strategy, TrainParams())
+            probe = LinearClassifier.from_settings(strategy, TrainParams())
             start = time.perf_counter()
             probe.fit(X[train], y[train])
             fit_s = time.perf_counter() - start

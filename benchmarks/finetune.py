@@ -26,11 +26,10 @@ from benchmarks._common import SHARED, machine, print_table, write_results
 from transferpilot.assess import assess_folder
 from transferpilot.config import DecideParams, Params, TrainParams
 from transferpilot.decide import choose_strategy
-from transferpilot.features import ExtractOptions, extract_features, linear_inputs
+from transferpilot.features import extract_features, linear_inputs
 from transferpilot.finetune import Finetuner
 from transferpilot.intake import prepare_dataset
-from transferpilot.stages.train import finetune_config
-from transferpilot.strategies import create_strategy
+from transferpilot.strategies import LinearClassifier
 from transferpilot.zoo import PRE_LOGITS, create_backbone
 
 
@@ -40,8 +39,7 @@ def best_probe(params: Params, folder: Path, backbone, layers: list[str]) -> tup
     feats = extract_features(
         backbone,
         [(r.path, r.sha256) for r in intake.records],
-        cache_root=params.extract.cache_dir,
-        opts=ExtractOptions(),
+        params.extract,
     )
     y = np.array([r.label for r in intake.records])
     tr = np.array([r.split == "train" for r in intake.records])
@@ -49,7 +47,7 @@ def best_probe(params: Params, folder: Path, backbone, layers: list[str]) -> tup
     for layer in layers:
         for strategy in ("linear", "svm"):
             X = linear_inputs(layer, feats.arrays[layer])
-            est = create_strategy(strategy, TrainParams()).fit(X[tr], y[tr])
+            est = LinearClassifier.from_settings(strategy, TrainParams()).fit(X[tr], y[tr])
             acc = float((est.predict(X[~tr]) == y[~tr]).mean())
             if acc > best[2]:
                 best = (strategy, layer, acc)
@@ -61,21 +59,23 @@ def run(name: str, input_size: int | None, epochs: int | None, probe: bool) -> d
     params = Params()
     backbone = create_backbone(params.model.name)
     assessment = assess_folder(folder, params, sample=1000)
-    decision = choose_strategy(assessment.profile, DecideParams(strategy="finetune"))
     train_params = params.train.model_copy(update={"input_size": input_size, "epochs": epochs})
-    config = finetune_config(train_params, decision, backbone.model)
+    decision = choose_strategy(assessment.profile, DecideParams(strategy="finetune"), train_params)
     intake = prepare_dataset(params.prepare.model_copy(update={"source": folder}))
     train = [r for r in intake.records if r.split == "train"]
     val = [r for r in intake.records if r.split == "val"]
     codes = None  # at another resolution the Finetuner computes the codes for its LP-FT head
     if input_size is None:
         items = [(r.path, r.sha256) for r in train]
-        codes = extract_features(backbone, items, cache_root=params.extract.cache_dir).arrays[
-            PRE_LOGITS
-        ]
+        codes = extract_features(backbone, items, params.extract).arrays[PRE_LOGITS]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as ckpt:
-        tuner = Finetuner(backbone, config, checkpoint_dir=Path(ckpt)).fit(
+        tuner = Finetuner(
+            backbone,
+            decision.train,
+            frozen_layers=decision.frozen_layers,
+            checkpoint_dir=Path(ckpt),
+        ).fit(
             [r.path for r in train],
             [r.label for r in train],
             [r.path for r in val],
@@ -87,12 +87,12 @@ def run(name: str, input_size: int | None, epochs: int | None, probe: bool) -> d
     entry = {
         "dataset": name,
         "input_size": input_size or backbone.data_config.input_size[1],
-        "epochs_planned": config.epochs,
+        "epochs_planned": decision.train.epochs,
         "epochs_run": result.epochs_run,
         "best_epoch": result.best_epoch,
         "val_accuracy": result.best_val_accuracy,
-        "frozen": list(config.frozen),
-        "lr_ratio": config.lr_ratio,
+        "frozen": tuner.frozen_patterns(),
+        "lr_ratio": decision.train.lr_ratio,
         "seconds": seconds,
         "train_images_per_s": float(np.median([h.images_per_s for h in result.history])),
         "history": [vars(h) for h in result.history],

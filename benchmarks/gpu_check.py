@@ -23,7 +23,8 @@ import torch
 from PIL import Image
 
 from benchmarks._common import machine, print_table, write_results
-from transferpilot.features import ExtractOptions, extract_features
+from transferpilot.config import ExtractParams, TrainParams
+from transferpilot.features import extract_features
 from transferpilot.zoo import create_backbone
 
 
@@ -55,19 +56,19 @@ def main() -> int:
         items = generate(tmp, args.images)
         backbone = create_backbone(args.model)
         for label, amp, cl in (("AMP + channels_last", True, True), ("fp32, NCHW", False, False)):
-            opts = ExtractOptions(
+            opts = ExtractParams(
                 batch_size=args.batch_size, workers=args.workers, amp=amp, channels_last=cl
             )
             backbone.model.to(memory_format=torch.contiguous_format)
             warm = items[: args.batch_size * 2]
             extract_features(
-                backbone, warm, cache_root=tmp / f"warm-{amp}", device=device, opts=opts
+                backbone, warm, opts.model_copy(update={"cache_dir": tmp / f"warm-{amp}"}), device
             )
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             feats = extract_features(
-                backbone, items, cache_root=tmp / f"c-{amp}", device=device, opts=opts
+                backbone, items, opts.model_copy(update={"cache_dir": tmp / f"c-{amp}"}), device
             )
             torch.cuda.synchronize()
             seconds = time.perf_counter() - start
@@ -82,12 +83,12 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         # One mixed-precision fine-tuning epoch (two arbitrary classes over the same images).
-        from transferpilot.finetune import FinetuneConfig, Finetuner
+        from transferpilot.finetune import Finetuner
 
         paths = [p for p, _ in items]
         labels = ["even" if i % 2 == 0 else "odd" for i in range(len(paths))]
-        config = FinetuneConfig(
-            epochs=1, batch_size=args.batch_size, workers=args.workers, amp=True
+        config = TrainParams(
+            epochs=1, lr_ratio=0.1, batch_size=args.batch_size, workers=args.workers, amp=True
         )
         torch.cuda.reset_peak_memory_stats()
         tuner = Finetuner(backbone, config, device=device).fit(

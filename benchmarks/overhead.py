@@ -42,7 +42,7 @@ COPY_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "prefect.yaml", "Makefile
 COPY_DIRS = ("transferpilot", "flows", "tasks")
 DIRECT = """
 from transferpilot.config import load_params
-from transferpilot.pipeline import stage_order
+from transferpilot.orchestrate import stage_order
 from transferpilot.stages import Paths, run_stage
 from pathlib import Path
 params = load_params()

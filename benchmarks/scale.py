@@ -61,8 +61,8 @@ def tiny_backbone():
 
 def child(images: Path, work: Path) -> dict:
     """prepare + extract in this process; prints timings as JSON."""
-    from transferpilot.config import PrepareParams
-    from transferpilot.features import ExtractOptions, write_features
+    from transferpilot.config import ExtractParams, PrepareParams
+    from transferpilot.features import write_table
     from transferpilot.intake import prepare_dataset
 
     start = time.perf_counter()
@@ -72,13 +72,11 @@ def child(images: Path, work: Path) -> dict:
     out = work / "features"
     out.mkdir(parents=True)
     start = time.perf_counter()
-    written = write_features(
+    _, stats = write_table(
         tiny_backbone(),
-        [(r.path, r.sha256) for r in records],
+        records,
         out,
-        cache_root=work / "cache",
-        groups=[r.split for r in records],
-        opts=ExtractOptions(batch_size=256, workers=0, shard_size=2048),
+        ExtractParams(cache_dir=work / "cache", batch_size=256, workers=0, shard_size=2048),
     )
     extract_s = time.perf_counter() - start
     size = sum(f.stat().st_size for f in out.glob("*.npy"))
@@ -86,7 +84,7 @@ def child(images: Path, work: Path) -> dict:
         "images": len(records),
         "prepare_s": prepare_s,
         "extract_s": extract_s,
-        "computed": written.stats.computed,
+        "computed": stats.computed,
         "features_mb": size / 2**20,
     }
 

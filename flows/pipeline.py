@@ -19,15 +19,11 @@ the profile, decision, metrics and report are published as artifacts.
 from pathlib import Path
 from typing import Any, Literal
 
-from transferpilot.pipeline import offline_environment
+from prefect import flow, get_run_logger
 
-offline_environment()
-
-from prefect import flow, get_run_logger  # noqa: E402
-
-from tasks import apply_params, publish, save_experiment, stage_task  # noqa: E402
-from transferpilot import pipeline as tp  # noqa: E402
-from transferpilot.errors import ConfigError  # noqa: E402
+from tasks import apply_params, publish, save_experiment, stage_task
+from transferpilot import orchestrate as tp
+from transferpilot.errors import ConfigError
 
 Strategy = Literal["auto", "linear", "svm", "finetune"]
 
@@ -118,4 +114,5 @@ def pipeline(
 
 
 if __name__ == "__main__":
+    tp.offline_environment()
     pipeline()

@@ -1,6 +1,6 @@
 """Prefect tasks: one per DVC stage, plus the parameters and the artifacts around them.
 
-Thin adapters over :mod:`transferpilot.pipeline`: a stage task runs its DVC
+Thin adapters over :mod:`transferpilot.orchestrate`: a stage task runs its DVC
 stage (``dvc repro --single-item``) and streams its output into the task's
 logs. DVC decides what is up to date, so no Prefect result caching is layered
 on top (``NO_CACHE``). Failures retry, except those no retry can fix (exit
@@ -13,15 +13,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from transferpilot.pipeline import offline_environment
+from prefect import Task, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
-offline_environment()
-
-from prefect import Task, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from transferpilot import pipeline  # noqa: E402
+from transferpilot import orchestrate as pipeline
 
 #: Default retries of a stage task, and the wait between tries.
 STAGE_RETRIES = 2

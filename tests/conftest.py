@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Throughput measurements are kept per machine in the user's cache: not the tests'.
+os.environ["TRANSFERPILOT_CACHE"] = tempfile.mkdtemp(prefix="transferpilot-test-cache-")
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = PROJECT.parent / "shared" / "datasets"

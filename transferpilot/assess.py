@@ -1,8 +1,9 @@
 """Profile a folder and decide, outside the pipeline: what ``transferpilot profile`` runs.
 
-The same library calls as the ``prepare``, ``extract``, ``profile`` and
-``decide`` stages, in memory: intake, cached extraction (of a stratified
-sample, when asked), the profile, the decision.
+The same library calls, with the same settings, as the ``prepare``, ``extract``,
+``profile`` and ``decide`` stages: intake, the feature table (of a stratified
+sample, when asked; written to a temporary folder, the per-image cache shared
+with the pipeline), :func:`~transferpilot.profile.build.build_profile`, the decision.
 
 >>> assessment = assess_folder(Path("my_images"), Params())  # doctest: +SKIP
 >>> assessment.decision.strategy  # doctest: +SKIP
@@ -11,6 +12,7 @@ sample, when asked), the profile, the decision.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,18 +23,11 @@ from transferpilot.config import Params
 from transferpilot.decide import Decision, choose_strategy
 from transferpilot.device import resolve_device
 from transferpilot.errors import DataError
-from transferpilot.features import ExtractOptions, extract_features
+from transferpilot.features import FeatureTable, write_table
 from transferpilot.intake import prepare_dataset
-from transferpilot.profile import (
-    Profile,
-    measure_throughput,
-    probe_options,
-    profile_features,
-    reference_distance,
-    size_profile,
-    stratified_sample,
-)
-from transferpilot.zoo import PRE_LOGITS, create_backbone
+from transferpilot.profile import Profile, size_profile, stratified_sample
+from transferpilot.profile.build import build_profile
+from transferpilot.zoo import create_backbone
 
 
 @dataclass(frozen=True)
@@ -68,7 +63,8 @@ class Assessment:
             "quadrant": decision.quadrant,
             "strategy": decision.strategy,
             "layer": decision.layer,
-            "hyperparameters": decision.hyperparameters,
+            "frozen_layers": decision.frozen_layers,
+            "train": decision.train.model_dump(mode="json"),
             "reason": decision.reason,
             "similarity_parts": {
                 "certainty": sim.certainty,
@@ -84,11 +80,14 @@ class Assessment:
         }
 
 
-def assess_folder(source: Path, params: Params, *, sample: int = 0) -> Assessment:
+def assess_folder(
+    source: Path, params: Params, *, sample: int = 0, remeasure: bool = False
+) -> Assessment:
     """Intake, extraction, profile and decision for ``source`` with ``params``.
 
     Sizes count every usable image; with ``sample`` > 0 the similarity and the
     layer probes use a stratified sample of that many images (split x class).
+    ``remeasure`` times this machine's throughput again.
     """
     intake = prepare_dataset(params.prepare.model_copy(update={"source": Path(source)}))
     if intake.fatal:
@@ -96,36 +95,17 @@ def assess_folder(source: Path, params: Params, *, sample: int = 0) -> Assessmen
     records = intake.records
     if sample:
         strata = np.array([f"{r.split}/{r.label}" for r in records])
-        records = [records[i] for i in stratified_sample(strata, sample, params.prepare.seed)]
+        records = [records[i] for i in stratified_sample(strata, sample, params.profile.seed)]
     backbone = create_backbone(params.model.name, arch=params.model.arch)
     device = resolve_device(params.extract.device)
-    opts = ExtractOptions(batch_size=params.extract.batch_size, workers=params.extract.workers)
-    cache = params.extract.cache_dir
-    feats = extract_features(
-        backbone, [(r.path, r.sha256) for r in records], cache_root=cache, device=device, opts=opts
-    )
-    cfg = params.profile
-    size = size_profile(intake.records)
-    throughput = (
-        measure_throughput(backbone, device, images=size) if cfg.measure_throughput else None
-    )
-    reference = None
-    if cfg.reference:
-        reference = reference_distance(
+    with tempfile.TemporaryDirectory(prefix="transferpilot-profile-") as tmp:
+        meta, _ = write_table(backbone, records, Path(tmp), params.extract, device=device)
+        profile = build_profile(
+            FeatureTable(records, meta, Path(tmp)),
             backbone,
-            cfg.reference,
-            feats.arrays[PRE_LOGITS],
-            cache_root=cache,
-            device=device,
-            opts=opts,
+            params.profile,
+            params.extract,
+            size=size_profile(intake.records),
+            remeasure=remeasure,
         )
-    profile = profile_features(
-        records,
-        feats,
-        backbone,
-        probe=probe_options(params.profile, params.prepare.seed),
-        throughput=throughput,
-        reference=reference,
-        size=size,
-    )
-    return Assessment(profile, choose_strategy(profile, params.decide))
+    return Assessment(profile, choose_strategy(profile, params.decide, params.train))

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -206,6 +206,23 @@ StrategyOpt = Annotated[
 RunModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="the backbone (model.name)")]
 
 
+#: The flow, as prefect.yaml's deployment names it: loaded from the project folder.
+FLOW_ENTRYPOINT = "flows/pipeline.py:pipeline"
+
+
+def _flow() -> Any:
+    """The pipeline flow, loaded from ``flows/`` of the project folder the way a Prefect
+    worker loads a deployment's entrypoint (``flows/`` and ``tasks/`` are project
+    folders, not installed packages)."""
+    if not Path(FLOW_ENTRYPOINT.split(":")[0]).is_file():
+        raise ConfigError(
+            f"no {FLOW_ENTRYPOINT.split(':')[0]} here: run transferpilot from the project folder"
+        )
+    from prefect.flows import load_flow_from_entrypoint
+
+    return load_flow_from_entrypoint(FLOW_ENTRYPOINT, use_placeholder_flow=False)
+
+
 def _flow_parameters(
     data: Path | None, model: str | None, strategy: str | None, overrides: list[str] | None
 ) -> dict:
@@ -224,11 +241,9 @@ def run(
 ) -> None:
     """Run the whole pipeline as the Prefect flow (each DVC stage a task), then print the
     headline metrics and the report's path."""
-    from flows.pipeline import pipeline
-
     params = _flow_parameters(data, model, strategy, set_param)
     try:
-        result = pipeline(project=Path("."), experiment=name, **params)
+        result = _flow()(project=Path("."), experiment=name, **params)
     except TransferpilotError:
         raise
     except Exception as err:  # Prefect's parameter validation, and the like
@@ -258,11 +273,9 @@ def serve(
 ) -> None:
     """Serve the flow with a cron schedule: runs appear in the Prefect UI (set
     PREFECT_API_URL to your `prefect server start`). Stops with Ctrl-C."""
-    from flows.pipeline import pipeline
-
     params = _flow_parameters(data, model, strategy, set_param)
     params["project"] = str(Path(".").resolve())
-    pipeline.serve(name=name, cron=cron, parameters=params)
+    _flow().serve(name=name, cron=cron, parameters=params)
 
 
 @app.command()
@@ -293,6 +306,9 @@ def digits(
 
 def main() -> None:
     """Console entry point: user errors become a message and an exit code, no traceback."""
+    from transferpilot.orchestrate import offline_environment
+
+    offline_environment()
     try:
         app()
     except TransferpilotError as err:

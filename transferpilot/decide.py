@@ -28,25 +28,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from transferpilot._registry import JsonData
-from transferpilot.config import DecideParams
+from transferpilot.config import DecideParams, TrainParams
 from transferpilot.errors import ConfigError
+from transferpilot.layers import PRE_LOGITS, TOP_LAYERS
 from transferpilot.profile import LayerProbe, Profile, training_size
-from transferpilot.zoo import LOGITS, PRE_LOGITS
-
-TOP_LAYERS = (PRE_LOGITS, LOGITS)
 
 
 @dataclass(frozen=True)
 class Decision(JsonData):
-    """What to train, and why, in words that cite the numbers."""
+    """What to train, and why, in words that cite the numbers (``decision.json``).
+
+    ``train`` is the plan the train stage carries out: params.yaml's ``train``
+    settings that the chosen strategy reads, with the decision's epochs,
+    learning-rate ratio and resolution where params.yaml leaves them open.
+    ``frozen_layers``: the leading layers fine-tuning keeps frozen (unless
+    ``train.freeze`` names parameters itself).
+    """
 
     quadrant: str
     size: str
     domain: str
     strategy: str
     layer: str
-    hyperparameters: dict[str, Any]
     reason: str
+    train: TrainParams = field(default_factory=TrainParams)
+    frozen_layers: list[str] = field(default_factory=list)
     evidence: dict[str, Any] = field(default_factory=dict)
     overridden: bool = False
 
@@ -54,10 +60,6 @@ class Decision(JsonData):
 def _best(probes: list[LayerProbe]) -> LayerProbe:
     """Highest CV accuracy; ties go to the later (more specific, usually cheaper) layer."""
     return max(reversed(probes), key=lambda p: p.cv_accuracy)
-
-
-KIND = {"svm": "svm", "linear": "logistic"}  # strategy -> the probe kind it trains
-STRATEGY = {kind: strategy for strategy, kind in KIND.items()}
 
 
 def _linear_plan(
@@ -80,20 +82,20 @@ def _linear_plan(
             else "the ImageNet head's log-probabilities (logits), which probe better than the "
             "CNN codes: the pretrained classifier already separates these classes"
         )
-        return strategy, best.layer, profile.probe(best.layer, "logistic") or best, what
+        return strategy, best.layer, profile.probe(best.layer, "linear") or best, what
     layers = profile.layer_probes
     best = _best(layers)
     scores = ", ".join(f"{p.layer} {p.cv_accuracy:.3f}" for p in layers)
     what = f"layer {best.layer}, the best of the probed layers ({scores})"
-    mine = [p for p in profile.probes if p.kind == KIND[strategy]]
-    theirs = [p for p in profile.probes if p.kind != KIND[strategy]]
-    if mine and best.kind != KIND[strategy]:
+    mine = [p for p in profile.probes if p.kind == strategy]
+    theirs = [p for p in profile.probes if p.kind != strategy]
+    if mine and best.kind != strategy:
         best = _best(mine)  # the layers were probed with the other kind
     if either_kind and mine and theirs:
         rival = _best(theirs)
         if rival.cv_accuracy > best.cv_accuracy:
             own = best
-            strategy, best = STRATEGY[rival.kind], rival
+            strategy, best = rival.kind, rival
             what = (
                 f"layer {best.layer}, where a {_NAMES[rival.kind]} cross-validates better "
                 f"({rival.cv_accuracy:.3f}) than the best {_NAMES[own.kind]} "
@@ -102,11 +104,11 @@ def _linear_plan(
     return strategy, best.layer, best, what
 
 
-_NAMES = {"svm": "linear SVM", "logistic": "softmax regression"}
+_NAMES = {"svm": "linear SVM", "linear": "softmax regression"}
 
 
-def _finetune_plan(profile: Profile, rules: DecideParams, similar: bool) -> dict[str, Any]:
-    """Frozen leading layers and the learning-rate ratio of the pretrained layers."""
+def _frozen_layers(profile: Profile, rules: DecideParams, similar: bool) -> list[str]:
+    """Similar data: the leading layers whose statistics already match ImageNet's."""
     frozen: list[str] = []
     if similar:
         for gap in profile.similarity.depth:
@@ -114,14 +116,7 @@ def _finetune_plan(profile: Profile, rules: DecideParams, similar: bool) -> dict
                 break
             frozen.append(gap.layer)
         frozen = frozen[: max(0, len(profile.layers) - 3)]  # always train the last stage
-    ratio = rules.lr_ratio_similar if similar else rules.lr_ratio_different
-    return {
-        "epochs": rules.finetune_epochs,
-        "frozen_layers": frozen,
-        "lr_ratio": ratio,
-        "head_warmup": True,
-        "input_size": finetune_size(profile),
-    }
+    return frozen
 
 
 def finetune_size(profile: Profile) -> int | None:
@@ -157,8 +152,11 @@ def _check_layer(layer: str, profile: Profile) -> str:
     return layer
 
 
-def choose_strategy(profile: Profile, rules: DecideParams) -> Decision:
-    """Apply the rules to the profile (see the module docstring)."""
+def choose_strategy(
+    profile: Profile, rules: DecideParams, train: TrainParams = TrainParams()
+) -> Decision:
+    """Apply the rules to the profile (see the module docstring); ``train`` is
+    params.yaml's train section, which the decision's plan completes."""
     size_n = profile.size.images_per_class["median"]
     score = profile.similarity.score
     large = size_n >= rules.large_images_per_class
@@ -208,19 +206,27 @@ def choose_strategy(profile: Profile, rules: DecideParams) -> Decision:
             f"{_at(finetune_size(profile))}), over the "
             f"{rules.budget_minutes:g} min budget: using the best probe that fits instead."
         )
+    frozen: list[str] = []
     if strategy == "finetune":
-        hyper = _finetune_plan(profile, rules, similar)
+        frozen = _frozen_layers(profile, rules, similar)
+        ratio = rules.lr_ratio_similar if similar else rules.lr_ratio_different
+        plan = train.for_strategy(
+            strategy,
+            epochs=train.epochs or rules.finetune_epochs,
+            lr_ratio=train.lr_ratio or ratio,
+            input_size=train.input_size or finetune_size(profile),
+        )
         layer = PRE_LOGITS
-        frozen = ", ".join(hyper["frozen_layers"]) or "nothing"
         action = (
-            f"fine-tune the {'network' if hyper['frozen_layers'] else 'whole network'}: train the "
-            f"new head first on frozen features, then unfreeze (frozen: {frozen}) with "
-            f"pretrained layers at {hyper['lr_ratio']:g}x the head's learning rate"
+            f"fine-tune the {'network' if frozen else 'whole network'}: train the "
+            f"new head first on frozen features, then unfreeze (frozen: "
+            f"{', '.join(frozen) or 'nothing'}) with pretrained layers at "
+            f"{plan.lr_ratio:g}x the head's learning rate"
         )
         if estimate is not None:
             action += (
-                f" (estimated {estimate:.0f} min for {hyper['epochs']} epochs here"
-                f"{_at(hyper['input_size'])})"
+                f" (estimated {estimate:.0f} min for {rules.finetune_epochs} epochs here"
+                f"{_at(plan.input_size)})"
             )
     else:
         either = rules.strategy == "auto" and not rules.layer and strategy == "svm"
@@ -234,7 +240,7 @@ def choose_strategy(profile: Profile, rules: DecideParams) -> Decision:
         action = f"train {kind} on {what}"
         if probe is not None:
             action += f"; its cross-validated probe accuracy is {probe.cv_accuracy:.3f}"
-        hyper = {"layer": layer, "probe_c": probe.best_c if probe else None}
+        plan = train.for_strategy(strategy)
     reason = f"{size_words}, {sim_words}. Decision: {action}."
     if notes:
         reason += " " + " ".join(notes)
@@ -244,8 +250,9 @@ def choose_strategy(profile: Profile, rules: DecideParams) -> Decision:
         domain=domain,
         strategy=strategy,
         layer=layer,
-        hyperparameters=hyper,
         reason=reason,
+        train=plan,
+        frozen_layers=frozen,
         evidence=evidence,
         overridden=rules.strategy != "auto" or bool(rules.layer),
     )

@@ -46,7 +46,7 @@ FORMAT_VERSION = "1"
 
 
 def linear_layer(estimator: Any) -> nn.Linear:
-    """A fitted :class:`~transferpilot.strategies.LinearProbe` as one ``nn.Linear``.
+    """A fitted :class:`~transferpilot.strategies.LinearClassifier` as one ``nn.Linear``.
 
     The standardiser is folded in (``W / scale``, ``b - W @ (mean / scale)``), so
     ``softmax(layer(x))`` equals the probe's ``predict_proba(x)``: the multinomial
@@ -63,7 +63,7 @@ def linear_layer(estimator: Any) -> nn.Linear:
     weight = coef / scale
     bias = bias - (weight * mean).sum(axis=1)
     if weight.shape[0] == 1:
-        half = 0.5 if estimator.kind == "logistic" else 1.0
+        half = 0.5 if estimator.kind == "linear" else 1.0
         weight = np.vstack([-half * weight, half * weight])
         bias = np.array([-half * bias[0], half * bias[0]])
     layer = nn.Linear(weight.shape[1], weight.shape[0])

@@ -87,6 +87,16 @@ def fresh_dir(path: Path) -> Iterator[Path]:
         raise
 
 
+def read_json(path: Path, *, produced_by: str) -> Any:
+    """An earlier stage's JSON output, or a clear error naming the stage to run first."""
+    from transferpilot.errors import DataError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} not found: run the {produced_by} stage first") from None
+
+
 def save_npy(path: Path, array: Any) -> None:
     """Atomically write one array as ``.npy`` (no pickles)."""
     import numpy as np

@@ -100,20 +100,45 @@ def test_extract_stage_writes_aligned_features_and_reuses_the_cache(tmp_path: Pa
     first = tp("stage", "extract", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
 
+    assert "10 computed" in first.stderr
     out = tmp_path / "data" / "features"
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["model"] == "efficientnet_lite0" and meta["computed"] == 10
+    assert meta["model"] == "efficientnet_lite0" and meta["images"] == 10
     assert np.load(out / "pre_logits.npy").shape == (10, 1280)
     assert np.load(out / "logits.npy").shape == (10, 1000)
     for layer in meta["layers"]:
         assert np.load(out / f"{layer['name']}.npy").shape == (10, layer["dim"])
+    assert meta["moments"]["scopes"] == ["all", "train", "val", "imagenet"]
     moments = np.load(out / "moments.npz")
-    assert {k.split("/")[0] for k in moments.files} == {"all", "train", "val", "imagenet"}
+    assert moments["mean"].shape == (4, sum(meta["moments"]["channels"]))
     assert (tmp_path / "data" / "cache" / "features").is_dir()
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
 
     again = tp("stage", "extract", cwd=tmp_path)
     assert again.returncode == 0
-    assert json.loads((out / "meta.json").read_text())["computed"] == 0
+    assert "0 computed" in again.stderr  # the cache served every image
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files  # byte for byte
+
+
+@pytest.mark.slow
+def test_the_profile_command_and_the_pipeline_agree_on_a_folder(tmp_path: Path) -> None:
+    """`transferpilot profile DIR` and prepare -> extract -> profile -> decide: one decision."""
+    assert tp("digits", "digits", cwd=tmp_path).returncode == 0
+    for digit in (tmp_path / "digits").iterdir():  # real handwritten digits, 12 per class
+        for extra in sorted(digit.iterdir())[12:]:
+            extra.unlink()
+    (tmp_path / "params.yaml").write_text("prepare:\n  source: digits\n")
+    cli = tp("profile", "digits", "--json", "--sample", "0", cwd=tmp_path)
+    assert cli.returncode == 0, cli.stderr
+    out = json.loads(cli.stdout)
+    for stage in ("prepare", "extract", "profile", "decide"):
+        assert tp("stage", stage, cwd=tmp_path).returncode == 0, stage
+    profile = json.loads((tmp_path / "data" / "profile" / "profile.json").read_text())
+    decision = json.loads((tmp_path / "data" / "decision" / "decision.json").read_text())
+    assert out["n_images"] == profile["size"]["n_images"] == 120
+    assert out["similarity"] == profile["similarity"]["score"]
+    assert out["quadrant"] == decision["quadrant"] and out["strategy"] == decision["strategy"]
+    assert out["layer"] == decision["layer"] and out["reason"] == decision["reason"]
 
 
 @pytest.mark.slow

@@ -70,7 +70,7 @@ def test_an_override_reruns_downstream_stages_and_is_a_dvc_experiment(
     first_run, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.pipeline import pipeline
-    from transferpilot import pipeline as library
+    from transferpilot import orchestrate as library
 
     started: list[str] = []
     real = library.repro_stage
@@ -124,7 +124,7 @@ def test_a_transient_failure_is_retried_and_a_permanent_one_is_not(
     first_run, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.pipeline import pipeline
-    from transferpilot import pipeline as library
+    from transferpilot import orchestrate as library
 
     real = library.repro_stage
     calls: list[str] = []

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transferpilot.config import PrepareParams, TrainParams
-from transferpilot.features import ExtractOptions, extract_features
+from transferpilot.config import ExtractParams, PrepareParams
+from transferpilot.features import extract_features
 from transferpilot.intake import prepare_dataset
-from transferpilot.strategies import create_strategy
+from transferpilot.strategies import LinearClassifier
 from transferpilot.zoo import PRE_LOGITS, Backbone
 
 pytestmark = [pytest.mark.shared, pytest.mark.slow]
@@ -32,8 +32,7 @@ def test_features_and_classifiers_on_real_images(
     feats = extract_features(
         lite0,
         [(r.path, r.sha256) for r in picked],
-        cache_root=tmp_path / "cache",
-        opts=ExtractOptions(batch_size=16, workers=1),
+        ExtractParams(cache_dir=tmp_path / "cache", batch_size=16, workers=1),
     )
     assert feats.stats.computed == len(picked)
     X = feats.arrays[PRE_LOGITS]
@@ -41,7 +40,7 @@ def test_features_and_classifiers_on_real_images(
     train = np.array([r.split == "train" for r in picked])
     y = np.array([r.label for r in picked])
     for strategy in ("linear", "svm"):
-        probe = create_strategy(strategy, TrainParams(c_grid=(0.1, 1.0), cv_folds=3))
+        probe = LinearClassifier(strategy, c_grid=(0.1, 1.0), cv_folds=3)
         probe.fit(X[train], y[train])
         assert probe.predict(X[~train]).shape == ((~train).sum(),)
         assert (probe.predict(X[train]) == y[train]).mean() > 0.9  # codes separate the classes

@@ -123,15 +123,14 @@ def test_killed_finetuning_resumes_from_its_last_checkpoint(tmp_path: Path) -> N
     again = tp("stage", "train", cwd=root)
     assert again.returncode == 0, again.stderr
     resumed = json.loads((root / "models" / "train" / "train.json").read_text())
-    assert resumed["resumed_from_epoch"] == killed_at + 1  # epochs count from 1 there
+    assert f"resuming from the checkpoint of epoch {killed_at + 1}" in again.stderr  # from 1 there
 
     (root / "models" / "checkpoints").rename(root / "killed-checkpoints")
     whole = tp("stage", "train", cwd=root)  # the same run, uninterrupted
     assert whole.returncode == 0, whole.stderr
     uninterrupted = json.loads((root / "models" / "train" / "train.json").read_text())
-    assert uninterrupted["resumed_from_epoch"] is None
-    assert resumed["val_accuracy"] == uninterrupted["val_accuracy"]
-    assert resumed["best_epoch"] == uninterrupted["best_epoch"]
+    assert "resuming" not in whole.stderr
+    assert resumed == uninterrupted  # the same epochs, the same best, the same record
 
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs util-linux prlimit")

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from transferpilot.config import DecideParams
+from transferpilot.config import DecideParams, TrainParams
 from transferpilot.decide import Decision, choose_strategy, finetune_minutes
 from transferpilot.errors import ConfigError
 from transferpilot.profile import (
@@ -59,7 +59,7 @@ def make_profile(
             modes={"RGB": per_class * n_classes},
         ),
         similarity=Similarity(score, score, 1.0, "certainty x overlap", head, depth),
-        probes=[LayerProbe(k, 8, v, 0.01, 100, 0.1) for k, v in probes.items()],
+        probes=[LayerProbe(k, 8, v, 0.01, 100) for k, v in probes.items()],
         throughput=Throughput(train_rate, train_rate * 4, 16, "cpu"),
     )
 
@@ -114,11 +114,11 @@ def test_finetune_freezes_matching_early_layers_only_for_similar_data() -> None:
         make_profile(per_class=500, score=0.8, overlaps=[0.99, 0.98, 0.9, 0.97, 0.8]),
         DecideParams(),
     )
-    assert similar.hyperparameters["frozen_layers"] == ["blocks.0", "blocks.2"]
-    assert similar.hyperparameters["lr_ratio"] == 0.1
+    assert similar.frozen_layers == ["blocks.0", "blocks.2"]
+    assert similar.train.lr_ratio == 0.1 and similar.train.epochs == 10
     different = choose_strategy(make_profile(per_class=500, score=0.2), DecideParams())
-    assert different.hyperparameters["frozen_layers"] == []
-    assert different.hyperparameters["lr_ratio"] == 0.3
+    assert different.frozen_layers == []
+    assert different.train.lr_ratio == 0.3
 
 
 def test_budget_vetoes_finetuning_and_says_so() -> None:
@@ -133,7 +133,7 @@ def test_budget_vetoes_finetuning_and_says_so() -> None:
 
 
 def with_logistic(profile: Profile, scores: dict[str, float]) -> Profile:
-    extra = [LayerProbe(k, 8, v, 0.01, 100, 0.1, "logistic") for k, v in scores.items()]
+    extra = [LayerProbe(k, 8, v, 0.01, 100, "linear") for k, v in scores.items()]
     return replace(profile, probes=[*profile.probes, *extra])
 
 
@@ -143,7 +143,7 @@ def test_small_different_takes_softmax_regression_only_when_it_cross_validates_b
     assert (better.strategy, better.layer) == ("linear", "pre_logits")
     assert "softmax regression cross-validates better (0.920)" in better.reason
     assert "pre_logits 0.900" in better.reason
-    assert better.evidence["second_opinion"] == {"logistic pre_logits": 0.92}
+    assert better.evidence["second_opinion"] == {"linear pre_logits": 0.92}
     assert better.evidence["probes"]["pre_logits"] == 0.9  # the per-layer table stays the SVM's
     tie = choose_strategy(with_logistic(base, {"pre_logits": 0.9}), DecideParams())
     assert (tie.strategy, tie.layer) == ("svm", "pre_logits")
@@ -162,10 +162,10 @@ def test_budget_fallback_takes_the_best_probe_of_either_kind() -> None:
 def test_finetuning_small_images_plans_a_smaller_resolution() -> None:
     profile = make_profile(per_class=500, score=0.2)  # 32 px images
     planned = choose_strategy(replace(profile, throughput=None, input_size=224), DecideParams())
-    assert planned.hyperparameters["input_size"] == 64
+    assert planned.train.input_size == 64
     measured = replace(profile, throughput=Throughput(100.0, 400.0, 16, "cpu", 96))
     decision = choose_strategy(measured, DecideParams())
-    assert decision.hyperparameters["input_size"] == 96  # the size throughput was measured at
+    assert decision.train.input_size == 96  # the size throughput was measured at
     assert "at 96 px" in decision.reason
 
 
@@ -176,6 +176,16 @@ def test_training_size_follows_small_images_only(side: int, size: int) -> None:
     profile = make_profile(per_class=10, score=0.5)
     dims = {"min": side, "median": side, "max": side}
     assert training_size(replace(profile.size, width=dims, height=dims), 224) == size
+
+
+def test_the_plan_keeps_only_the_settings_its_strategy_reads() -> None:
+    train = TrainParams(lr=0.05, c_grid=(0.5,), epochs=4)
+    svm = choose_strategy(make_profile(per_class=50, score=0.1), DecideParams(), train)
+    assert svm.train.c_grid == (0.5,) and svm.train.lr == TrainParams().lr  # lr: not svm's
+    tuned = choose_strategy(make_profile(per_class=500, score=0.8), DecideParams(), train)
+    assert tuned.train.lr == 0.05 and tuned.train.epochs == 4  # params.yaml wins over the plan
+    assert tuned.train.c_grid == TrainParams().c_grid
+    assert Decision.from_dict(tuned.to_dict()) == tuned  # decision.json round-trips, typed
 
 
 def test_manual_overrides() -> None:

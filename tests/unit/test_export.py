@@ -19,21 +19,21 @@ from transferpilot.export import (
     linear_layer,
 )
 from transferpilot.features import linear_inputs, pool
-from transferpilot.strategies import LinearProbe
+from transferpilot.strategies import LinearClassifier
 from transferpilot.zoo import DataConfig
 
 CONFIG = DataConfig(input_size=(3, 32, 32), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
 
 
-def fitted(kind: str, classes: int, dim: int = 6) -> tuple[LinearProbe, np.ndarray]:
+def fitted(kind: str, classes: int, dim: int = 6) -> tuple[LinearClassifier, np.ndarray]:
     rng = np.random.default_rng(classes)
     y = np.repeat(np.arange(classes), 12)
     X = (rng.normal(size=(len(y), dim)) + y[:, None] * 0.7 + 3.0).astype(np.float32)
-    probe = LinearProbe(kind=kind, c_grid=(0.1, 1.0), cv_folds=2).fit(X, y.astype(str))
+    probe = LinearClassifier(kind=kind, c_grid=(0.1, 1.0), cv_folds=2).fit(X, y.astype(str))
     return probe, X
 
 
-@pytest.mark.parametrize("kind", ["logistic", "svm"])
+@pytest.mark.parametrize("kind", ["linear", "svm"])
 @pytest.mark.parametrize("classes", [2, 3])
 def test_linear_layer_reproduces_predict_proba(kind: str, classes: int) -> None:
     probe, X = fitted(kind, classes)
@@ -82,7 +82,7 @@ def test_feature_head_export_round_trip(tmp_path: Path, layer: str, grid: int) -
     with torch.no_grad():
         train = pool(features(torch.stack([transform(p) for p in pics]))[layer], grid).numpy()
     labels = np.array(["ant", "bee"] * 3)
-    probe = LinearProbe(c_grid=(1.0,), cv_folds=2).fit(linear_inputs(layer, train), labels)
+    probe = LinearClassifier(c_grid=(1.0,), cv_folds=2).fit(linear_inputs(layer, train), labels)
 
     module = FeatureClassifier(features, layer, linear_layer(probe), CONFIG, pool_grid=grid)
     meta = {"classes": ["ant", "bee"], "data_config": CONFIG.as_dict(), "strategy": "linear"}

@@ -13,12 +13,25 @@ import torch
 from torch import nn
 
 from tests.images import image_folder
+from transferpilot.config import ExtractParams
 from transferpilot.errors import DataError
-from transferpilot.features import ExtractOptions, FeatureCache, extract_features
+from transferpilot.features import (
+    MEAN_PREFIX,
+    SQ_PREFIX,
+    FeatureCache,
+    FeatureTable,
+    extract_features,
+    write_table,
+)
 from transferpilot.features._extract import cache_key
+from transferpilot.intake import Record
 from transferpilot.zoo import PRE_LOGITS, Backbone, create_backbone
 
-OPTS = ExtractOptions(batch_size=4, workers=0, shard_size=3)
+
+def opts(cache: Path, **changes: object) -> ExtractParams:
+    """Small batches and shards, decoding in-process, the cache in ``cache``."""
+    settings = {"batch_size": 4, "workers": 0, "shard_size": 3, "cache_dir": cache}
+    return ExtractParams.model_validate(settings | changes)
 
 
 class Counting(nn.Module):
@@ -58,9 +71,9 @@ def data(tmp_path: Path) -> list[tuple[Path, str]]:
 
 def test_unchanged_rerun_does_no_forward_pass(tiny: Backbone, data, tmp_path: Path) -> None:
     backbone, counter = counted(tiny)
-    first = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    first = extract_features(backbone, data, opts(tmp_path / "c"))
     assert counter.images == 10 and first.stats.computed == 10
-    again = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    again = extract_features(backbone, data, opts(tmp_path / "c"))
     assert counter.images == 10 and again.stats.computed == 0
     for name, array in first.arrays.items():
         np.testing.assert_array_equal(array, again.arrays[name])
@@ -70,18 +83,18 @@ def test_adding_n_images_costs_n_passes_removing_costs_nothing(
     tiny: Backbone, data, tmp_path: Path
 ) -> None:
     backbone, counter = counted(tiny)
-    extract_features(backbone, data[:7], cache_root=tmp_path / "c", opts=OPTS)
+    extract_features(backbone, data[:7], opts(tmp_path / "c"))
     assert counter.images == 7
-    grown = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    grown = extract_features(backbone, data, opts(tmp_path / "c"))
     assert counter.images == 10 and grown.stats.computed == 3
-    shrunk = extract_features(backbone, data[2:5], cache_root=tmp_path / "c", opts=OPTS)
+    shrunk = extract_features(backbone, data[2:5], opts(tmp_path / "c"))
     assert counter.images == 10
     np.testing.assert_array_equal(shrunk.arrays[PRE_LOGITS], grown.arrays[PRE_LOGITS][2:5])
 
 
 def test_duplicate_images_are_computed_once(tiny: Backbone, data, tmp_path: Path) -> None:
     backbone, counter = counted(tiny)
-    feats = extract_features(backbone, data + data[:4], cache_root=tmp_path / "c", opts=OPTS)
+    feats = extract_features(backbone, data + data[:4], opts(tmp_path / "c"))
     assert counter.images == 10
     np.testing.assert_array_equal(feats.arrays[PRE_LOGITS][10:], feats.arrays[PRE_LOGITS][:4])
 
@@ -90,16 +103,16 @@ def test_another_model_or_preprocessing_has_its_own_entries(
     tiny: Backbone, data, tmp_path: Path
 ) -> None:
     backbone, counter = counted(tiny)
-    extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    extract_features(backbone, data, opts(tmp_path / "c"))
     other_weights = dataclasses.replace(backbone, weights_digest="0" * 64)
-    extract_features(other_weights, data, cache_root=tmp_path / "c", opts=OPTS)
+    extract_features(other_weights, data, opts(tmp_path / "c"))
     assert counter.images == 20
     resized = dataclasses.replace(
         backbone, data_config=dataclasses.replace(backbone.data_config, input_size=(3, 96, 96))
     )
-    extract_features(resized, data, cache_root=tmp_path / "c", opts=OPTS)
+    extract_features(resized, data, opts(tmp_path / "c"))
     assert counter.images == 30
-    extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)  # still cached
+    extract_features(backbone, data, opts(tmp_path / "c"))  # still cached
     assert counter.images == 30
     assert len(list((tmp_path / "c").iterdir())) == 3
 
@@ -107,7 +120,7 @@ def test_another_model_or_preprocessing_has_its_own_entries(
 def test_features_are_the_models_own_outputs(tiny: Backbone, data, tmp_path: Path) -> None:
     from transferpilot.images import open_rgb
 
-    feats = extract_features(tiny, data[:2], cache_root=tmp_path / "c", opts=OPTS)
+    feats = extract_features(tiny, data[:2], opts(tmp_path / "c"))
     x = torch.stack([tiny.data_config.transform()(open_rgb(p)) for p, _ in data[:2]])
     with torch.no_grad():
         direct = tiny.features(x)
@@ -118,16 +131,24 @@ def test_features_are_the_models_own_outputs(tiny: Backbone, data, tmp_path: Pat
 
 
 def test_a_2x2_grid_keeps_four_cells_per_channel(tiny: Backbone, data, tmp_path: Path) -> None:
-    opts = dataclasses.replace(OPTS, pool_grid=2)
-    feats = extract_features(tiny, data[:3], cache_root=tmp_path / "c", opts=opts)
+    feats = extract_features(tiny, data[:3], opts(tmp_path / "c", pool_grid=2))
     for layer in tiny.layers:
         assert feats.arrays[layer.name].shape == (3, layer.channels * 4)
     assert feats.arrays[PRE_LOGITS].shape == (3, tiny.num_features)
 
 
+def records_of(data: list[tuple[Path, str]], splits: list[str]) -> list[Record]:
+    return [
+        Record(path, path.parent.name, split, sha, 32, 32, "RGB", str(path))
+        for (path, sha), split in zip(data, splits, strict=True)
+    ]
+
+
 def test_moments_are_recorded_at_batchnorm_inputs(tiny: Backbone, data, tmp_path: Path) -> None:
-    feats = extract_features(tiny, data, cache_root=tmp_path / "c", opts=OPTS)
-    moments = feats.moments()
+    out = tmp_path / "table"
+    out.mkdir()
+    meta, _ = write_table(tiny, records_of(data, ["train"] * 10), out, opts(tmp_path / "c"))
+    moments = FeatureTable([], meta, out).moments()
     assert len(moments) >= len(tiny.layers)
     for bn, m in moments.items():
         channels = tiny.model.get_submodule(bn).num_features
@@ -151,14 +172,14 @@ def test_a_shard_killed_mid_write_is_never_read(
 
     monkeypatch.setattr(os, "replace", dies_on_second_shard)
     with pytest.raises(KeyboardInterrupt):
-        extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+        extract_features(backbone, data, opts(tmp_path / "c"))
     monkeypatch.setattr(os, "replace", real_replace)
     assert counter.images == 8  # two batches of 4: one shard completed, one killed
     assert not list((tmp_path / "c").rglob(".*.tmp"))  # an interrupted write cleans up;
     shards = next((tmp_path / "c").rglob("shards"))  # what a SIGKILL would leave behind:
     (shards / ".0123abcd.npz.tmp").write_bytes(b"torn")
 
-    feats = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    feats = extract_features(backbone, data, opts(tmp_path / "c"))
     assert counter.images == 8 + 6  # never read: the first shard (4) is reused, 6 recomputed
     assert feats.arrays[PRE_LOGITS].shape == (10, tiny.num_features)
 
@@ -167,7 +188,7 @@ def test_corrupt_shards_and_torn_index_lines_are_skipped(
     tiny: Backbone, data, tmp_path: Path
 ) -> None:
     backbone, _ = counted(tiny)
-    first = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    first = extract_features(backbone, data, opts(tmp_path / "c"))
     cache = FeatureCache(tmp_path / "c", cache_key(tiny, 1))
     shard = sorted(cache.shards.glob("*.npz"))[0]
     raw = bytearray(shard.read_bytes())
@@ -175,7 +196,7 @@ def test_corrupt_shards_and_torn_index_lines_are_skipped(
     shard.write_bytes(bytes(raw))
     with open(cache.dir / "index.jsonl", "a") as fh:
         fh.write('{"shard": "half-writ')
-    again = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    again = extract_features(backbone, data, opts(tmp_path / "c"))
     assert 0 < again.stats.computed < 10
     np.testing.assert_allclose(again.arrays[PRE_LOGITS], first.arrays[PRE_LOGITS], atol=1e-5)
 
@@ -183,9 +204,9 @@ def test_corrupt_shards_and_torn_index_lines_are_skipped(
 def test_out_of_memory_halves_the_batch_and_continues(
     tiny: Backbone, data, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    reference = extract_features(tiny, data, cache_root=tmp_path / "ref", opts=OPTS)
+    reference = extract_features(tiny, data, opts(tmp_path / "ref"))
     backbone, counter = counted(tiny, oom_above=1)
-    feats = extract_features(backbone, data, cache_root=tmp_path / "c", opts=OPTS)
+    feats = extract_features(backbone, data, opts(tmp_path / "c"))
     assert feats.stats.batch_size == 1 and counter.images == 10
     assert "batch size halved to 2" in caplog.text and "batch size halved to 1" in caplog.text
     np.testing.assert_allclose(feats.arrays[PRE_LOGITS], reference.arrays[PRE_LOGITS], atol=1e-4)
@@ -197,38 +218,47 @@ def test_a_file_changed_since_prepare_is_a_clear_error(
     path, _ = data[0]
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(DataError, match="changed since the prepare stage"):
-        extract_features(tiny, data, cache_root=tmp_path / "c", opts=OPTS)
+        extract_features(tiny, data, opts(tmp_path / "c"))
 
 
 def test_decoding_in_worker_processes_gives_the_same_features(
     tiny: Backbone, data, tmp_path: Path
 ) -> None:
-    inline = extract_features(tiny, data, cache_root=tmp_path / "a", opts=OPTS)
-    workers = extract_features(
-        tiny, data, cache_root=tmp_path / "b", opts=dataclasses.replace(OPTS, workers=2)
-    )
+    inline = extract_features(tiny, data, opts(tmp_path / "a"))
+    workers = extract_features(tiny, data, opts(tmp_path / "b", workers=2))
     np.testing.assert_allclose(workers.arrays[PRE_LOGITS], inline.arrays[PRE_LOGITS], atol=1e-5)
 
 
-def test_written_features_equal_the_in_memory_ones(tiny: Backbone, data, tmp_path: Path) -> None:
-    from transferpilot.features import write_features
-
-    groups = ["train"] * 6 + ["val"] * 4
-    feats = extract_features(tiny, data, cache_root=tmp_path / "c", opts=OPTS)
+def test_the_written_table_equals_the_cache_rows(tiny: Backbone, data, tmp_path: Path) -> None:
+    splits = ["train"] * 6 + ["val"] * 4
+    feats = extract_features(tiny, data, opts(tmp_path / "c"))
     out = tmp_path / "out"
     out.mkdir()
-    written = write_features(
-        tiny, data, out, cache_root=tmp_path / "c", groups=groups, opts=OPTS, chunk_rows=3
+    meta, stats = write_table(
+        tiny, records_of(data, splits), out, opts(tmp_path / "c"), chunk_rows=3
     )
-    assert written.stats.computed == 0  # the cache served every row
+    assert stats.computed == 0  # the cache served every row
+    table = FeatureTable(records_of(data, splits), meta, out)
     for name, array in feats.arrays.items():
-        on_disk = np.load(out / f"{name}.npy")
-        assert on_disk.dtype == np.float32 and written.dims[name] == array.shape[1]
+        on_disk = table.array(name)
+        assert on_disk.dtype == np.float32 and meta.outputs[name] == array.shape[1]
         np.testing.assert_array_equal(on_disk, array)
-    val = np.arange(6, 10)
-    for bn, m in feats.moments(val).items():
-        np.testing.assert_allclose(written.moments["val"][bn].mean, m.mean, rtol=1e-6)
-        np.testing.assert_allclose(written.moments["val"][bn].var, m.var, rtol=1e-5, atol=1e-9)
-        assert written.moments["val"][bn].count == 4
-    for bn, m in feats.moments().items():
-        np.testing.assert_allclose(written.moments["all"][bn].mean, m.mean, rtol=1e-6)
+    # per split: the mean of the per-image moments the cache holds
+    cache = FeatureCache(tmp_path / "c", cache_key(tiny, 1))
+    points = list(table.moments("all"))
+    rows = cache.read(
+        [sha for _, sha in data], [p + b for b in points for p in (MEAN_PREFIX, SQ_PREFIX)]
+    )
+    for split, picked in (("val", slice(6, 10)), ("all", slice(None))):
+        moments = table.moments(split)
+        for bn in points:
+            mean = rows[MEAN_PREFIX + bn][picked].astype(np.float64).mean(0)
+            sq = rows[SQ_PREFIX + bn][picked].astype(np.float64).mean(0)
+            np.testing.assert_allclose(moments[bn].mean, mean, rtol=1e-6)
+            np.testing.assert_allclose(
+                moments[bn].var, np.maximum(sq - mean**2, 0), rtol=1e-5, atol=1e-9
+            )
+            assert moments[bn].count == (4 if split == "val" else 10)
+    imagenet = table.moments("imagenet")
+    for bn in points:
+        np.testing.assert_allclose(imagenet[bn].mean, tiny.model.get_submodule(bn).running_mean)

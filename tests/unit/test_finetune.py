@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tests.images import image_folder
+from transferpilot.config import TrainParams
 from transferpilot.finetune import (
-    FinetuneConfig,
     Finetuner,
     freeze,
     frozen_patterns,
@@ -20,7 +20,7 @@ from transferpilot.finetune import (
 from transferpilot.zoo import Backbone, create_backbone
 
 # A randomly initialised tiny network: its "pretrained" layers need the full rate (lr_ratio 1).
-CONFIG = FinetuneConfig(
+CONFIG = TrainParams(
     epochs=3,
     batch_size=8,
     lr=3e-3,
@@ -30,6 +30,7 @@ CONFIG = FinetuneConfig(
     patience=5,
     seed=1,
     lr_ratio=1.0,
+    workers=0,
 )
 
 
@@ -62,11 +63,18 @@ def test_a_tiny_model_learns_a_tiny_task(tiny: Backbone, task) -> None:
     assert proba.shape == (12, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
 
 
+def test_the_decisions_frozen_layers_freeze_unless_freeze_is_set(tiny: Backbone) -> None:
+    by_layers = Finetuner(tiny, CONFIG, frozen_layers=["layer1"]).frozen_patterns()
+    assert by_layers == [r"^conv1\.", r"^bn1\.", r"^layer1\."]
+    own = CONFIG.model_copy(update={"freeze": (r"^fc\.",)})
+    assert Finetuner(tiny, own, frozen_layers=["layer1"]).frozen_patterns() == [r"^fc\."]
+
+
 def test_frozen_parameters_stay_bit_identical(tiny: Backbone, task) -> None:
     (paths, labels), (val_paths, val_labels) = task
     patterns = frozen_patterns(tiny.model, ["act1", "layer1"])
     assert patterns == [r"^conv1\.", r"^bn1\.", r"^layer1\."]
-    config = FinetuneConfig(**{**CONFIG.__dict__, "frozen": tuple(patterns), "epochs": 1})
+    config = CONFIG.model_copy(update={"freeze": tuple(patterns), "epochs": 1})
     tuner = Finetuner(tiny, config).fit(paths, labels, val_paths, val_labels)
     before = dict(tiny.model.named_parameters())
     after = dict(tuner.model_.named_parameters())
@@ -82,7 +90,7 @@ def test_frozen_parameters_stay_bit_identical(tiny: Backbone, task) -> None:
     assert not torch.equal(before["layer4.0.conv1.weight"], after["layer4.0.conv1.weight"])
     assert not torch.equal(before["layer4.0.bn1.weight"], after["layer4.0.bn1.weight"])
 
-    train_bn = FinetuneConfig(**{**config.__dict__, "train_bn": True})
+    train_bn = config.model_copy(update={"train_bn": True})
     moved = Finetuner(tiny, train_bn).fit(paths, labels, val_paths, val_labels)
     stats = dict(moved.model_.named_buffers())
     assert torch.equal(buffers_before["bn1.running_mean"], stats["bn1.running_mean"])  # frozen
@@ -117,7 +125,7 @@ def test_head_from_a_linear_probe_predicts_before_any_training(tiny: Backbone, t
     (paths, labels), (val_paths, val_labels) = task
     codes = np.where(np.array(labels)[:, None] == "red", 1.0, -1.0) * np.ones((1, 96))
     codes = codes + np.random.default_rng(0).normal(scale=0.1, size=codes.shape)
-    config = FinetuneConfig(**{**CONFIG.__dict__, "epochs": 1})
+    config = CONFIG.model_copy(update={"epochs": 1})
     tuner = Finetuner(tiny, config).fit(paths, labels, val_paths, val_labels, codes=codes)
     assert tuner.head_init_["probe_cv_accuracy"] == 1.0
 

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from transferpilot.config import TrainParams
 from transferpilot.errors import ConfigError, ModelError
 from transferpilot.strategies import (
-    LinearProbe,
-    create_strategy,
+    LinearClassifier,
+    get_strategy,
     list_strategies,
     load_classifier,
     save_classifier,
@@ -31,7 +30,7 @@ def blobs(n_per_class: int = 30, classes: int = 3, dim: int = 8, seed: int = 0):
 @pytest.mark.parametrize("name", ["linear", "svm"])
 def test_strategies_learn_separable_data(name: str) -> None:
     X, y = blobs()
-    probe = create_strategy(name, TrainParams(c_grid=(0.01, 1.0), cv_folds=3))
+    probe = LinearClassifier(name, c_grid=(0.01, 1.0), cv_folds=3)
     assert probe.fit(X, y) is probe
     assert (probe.predict(X) == y).mean() > 0.95
     assert probe.best_C_ in (0.01, 1.0) and 0.9 < probe.cv_accuracy_ <= 1.0
@@ -43,31 +42,32 @@ def test_strategies_learn_separable_data(name: str) -> None:
 
 def test_binary_svm_probabilities_have_two_columns() -> None:
     X, y = blobs(classes=2)
-    proba = LinearProbe("svm", c_grid=(1.0,), cv_folds=2).fit(X, y).predict_proba(X)
+    proba = LinearClassifier("svm", c_grid=(1.0,), cv_folds=2).fit(X, y).predict_proba(X)
     assert proba.shape == (len(X), 2)
 
 
 def test_folds_shrink_to_the_smallest_class() -> None:
     X, y = blobs(n_per_class=3)
-    probe = LinearProbe(cv_folds=5).fit(X, y)
+    probe = LinearClassifier(cv_folds=5).fit(X, y)
     assert probe.cv_folds_ == 3
 
 
 def test_it_is_an_ordinary_estimator() -> None:
-    probe = LinearProbe("svm", c_grid=(0.5,), cv_folds=2)
+    probe = LinearClassifier("svm", c_grid=(0.5,), cv_folds=2)
     copy = clone(probe)
     assert copy.get_params() == probe.get_params() and not hasattr(copy, "model_")
 
 
-def test_unknown_strategy_lists_the_valid_ones() -> None:
-    assert {"linear", "svm"} <= set(list_strategies())
-    with pytest.raises(ConfigError, match="linear, svm"):
-        create_strategy("random_forest", TrainParams())
+def test_every_strategy_is_registered_and_an_unknown_one_lists_them() -> None:
+    assert list_strategies() == ["finetune", "linear", "svm"]
+    assert all(get_strategy(name).name == name for name in list_strategies())
+    with pytest.raises(ConfigError, match="finetune, linear, svm"):
+        get_strategy("random_forest")
 
 
 def test_save_load_round_trip_and_the_sidecar_checks(tmp_path: Path) -> None:
     X, y = blobs()
-    probe = LinearProbe(c_grid=(1.0,), cv_folds=2).fit(X, y)
+    probe = LinearClassifier(c_grid=(1.0,), cv_folds=2).fit(X, y)
     path = tmp_path / "head.joblib"
     meta = save_classifier(
         probe, path, model="efficientnet_lite0", layer="pre_logits", classes=list(probe.classes_)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from transferpilot.config import ProfileParams
 from transferpilot.intake import Record
-from transferpilot.profile import probe_layers, size_profile, stratified_sample
-from transferpilot.profile._probes import ProbeOptions
+from transferpilot.profile import size_profile, stratified_sample
+from transferpilot.profile.build import probe_layers
 
 
 def rec(label: str, split: str, w: int = 10, h: int = 20, mode: str = "RGB") -> Record:
@@ -39,14 +40,14 @@ def test_the_informative_layer_probes_best() -> None:
     signal = (y == "x")[:, None] * 3.0 + rng.normal(size=(120, 4))
     features = {"noise": rng.normal(size=(120, 4)), "signal": signal}
     features["more"] = signal + rng.normal(size=(120, 4))
-    probes = probe_layers(features, y, ["noise", "signal", "more"], ProbeOptions(folds=3))
+    probes = probe_layers(features, y, ["noise", "signal", "more"], ProfileParams(probe_folds=3))
     # every layer with the SVM, in order; then softmax regression on the two best
     assert [(p.kind, p.layer) for p in probes] == [
         ("svm", "noise"),
         ("svm", "signal"),
         ("svm", "more"),
-        ("logistic", "signal"),
-        ("logistic", "more"),
+        ("linear", "signal"),
+        ("linear", "more"),
     ]
     scores = {p.layer: p.cv_accuracy for p in probes if p.kind == "svm"}
     assert scores["signal"] > 0.9 > 0.75 > scores["noise"]

@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import io
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from transferpilot.config import ExtractParams, resolve_workers
 from transferpilot.errors import DataError
 from transferpilot.features._cache import CacheKey, FeatureCache
 from transferpilot.features._moments import MomentRecorder, moment_points, unique_points
@@ -32,18 +32,6 @@ log = logging.getLogger(__name__)
 
 MEAN_PREFIX = "bn_mean:"
 SQ_PREFIX = "bn_sq:"
-
-
-@dataclass(frozen=True)
-class ExtractOptions:
-    """How to run the forward pass (see ``extract`` in params.yaml)."""
-
-    batch_size: int = 32
-    workers: int = -1
-    pool_grid: int = 1
-    shard_size: int = 512
-    amp: bool = True
-    channels_last: bool = True
 
 
 @dataclass(frozen=True)
@@ -103,12 +91,6 @@ class _Images(Dataset):
             return torch.zeros(self.shape), i, f"{path}: cannot read ({err})"
 
 
-def _workers(requested: int) -> int:
-    if requested >= 0:
-        return requested
-    return min(4, max(1, (os.cpu_count() or 1) - 1))
-
-
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     if device.type == "cuda" and enabled:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -126,7 +108,7 @@ def pool(x: torch.Tensor, grid: int) -> torch.Tensor:
 class _Runner:
     """Runs the model on batches, halving the micro-batch after an out-of-memory error."""
 
-    def __init__(self, backbone: Backbone, device: torch.device, opts: ExtractOptions) -> None:
+    def __init__(self, backbone: Backbone, device: torch.device, opts: ExtractParams) -> None:
         self.backbone, self.device, self.opts = backbone, device, opts
         self.micro = opts.batch_size
         self.names = output_names(backbone)
@@ -171,7 +153,7 @@ def extract_to_cache(
     cache: FeatureCache,
     *,
     device: torch.device,
-    opts: ExtractOptions,
+    opts: ExtractParams,
 ) -> ExtractStats:
     """Compute and cache features for every ``(path, sha256)`` not cached yet.
 
@@ -195,7 +177,7 @@ def extract_to_cache(
         backbone.model.to(device).eval()
         if runner.memory_format is torch.channels_last:
             backbone.model.to(memory_format=torch.channels_last)
-        workers = _workers(opts.workers)
+        workers = resolve_workers(opts.workers)
         loader = DataLoader(
             _Images(todo, backbone.data_config.transform(), backbone.data_config.input_size),
             batch_size=opts.batch_size,

@@ -1,6 +1,6 @@
 """Fine-tuning: head first (LP-FT), partial freezing by named groups, discriminative learning rates.
 
->>> from transferpilot.finetune import Finetuner, FinetuneConfig  # doctest: +SKIP
+>>> from transferpilot.finetune import Finetuner  # doctest: +SKIP
 """
 
 from transferpilot.finetune._checkpoint import load_checkpoint, save_checkpoint
@@ -11,11 +11,10 @@ from transferpilot.finetune._groups import (
     param_groups,
     set_batchnorm_mode,
 )
-from transferpilot.finetune._loop import EpochLog, FinetuneConfig, Finetuner, FitResult, lr_lambda
+from transferpilot.finetune._loop import EpochLog, Finetuner, FitResult, lr_lambda
 
 __all__ = [
     "EpochLog",
-    "FinetuneConfig",
     "Finetuner",
     "FitResult",
     "GroupSpec",

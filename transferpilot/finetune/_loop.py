@@ -39,40 +39,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from transferpilot.config import TrainParams, resolve_workers
 from transferpilot.finetune._checkpoint import load_checkpoint, save_checkpoint
-from transferpilot.finetune._groups import freeze, param_groups, set_batchnorm_mode
+from transferpilot.finetune._groups import (
+    freeze,
+    frozen_patterns,
+    param_groups,
+    set_batchnorm_mode,
+)
 from transferpilot.images import open_rgb
 from transferpilot.zoo import Backbone, DataConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """The recipe (see ``train`` in params.yaml; the decision supplies epochs, frozen, lr_ratio)."""
-
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    lr_ratio: float = 0.1
-    weight_decay: float = 0.01
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    patience: int = 3
-    input_size: int | None = None
-    augment: bool = True
-    crop_scale: tuple[float, float] = (0.35, 1.0)
-    hflip: float = 0.5
-    head_epochs: int = 0
-    frozen: tuple[str, ...] = ()
-    train_bn: bool = False
-    seed: int = 0
-    workers: int = 0
-    amp: bool = True
-    channels_last: bool = True
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -146,8 +124,8 @@ def lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
 class Finetuner:
     """Fine-tune a backbone on labelled image files (see the module docstring).
 
-    >>> config = FinetuneConfig(epochs=5)
-    >>> tuner = Finetuner(backbone, config, checkpoint_dir=Path("ckpt"))  # doctest: +SKIP
+    >>> settings = TrainParams(epochs=5, lr_ratio=0.1)
+    >>> tuner = Finetuner(backbone, settings, checkpoint_dir=Path("ckpt"))  # doctest: +SKIP
     >>> tuner.fit(train_paths, train_labels, val_paths, val_labels)  # doctest: +SKIP
     >>> tuner.predict(val_paths)  # doctest: +SKIP
     """
@@ -155,14 +133,21 @@ class Finetuner:
     def __init__(
         self,
         backbone: Backbone,
-        config: FinetuneConfig,
+        settings: TrainParams,
         *,
+        frozen_layers: Sequence[str] = (),
         device: torch.device | None = None,
         checkpoint_dir: Path | None = None,
         on_epoch: Callable[[EpochLog], None] | None = None,
     ) -> None:
+        """``settings`` is the ``train`` section as the decision completed it (``epochs``
+        and ``lr_ratio`` set); ``frozen_layers`` are frozen unless ``settings.freeze``
+        names the frozen parameters itself."""
+        if settings.epochs is None or settings.lr_ratio is None:
+            raise ValueError("fine-tuning needs settings with epochs and lr_ratio set")
         self.backbone = backbone
-        self.config = config
+        self.config = settings
+        self.frozen_layers = list(frozen_layers)
         self.device = device or torch.device("cpu")
         self.checkpoint_dir = checkpoint_dir
         self.on_epoch = on_epoch
@@ -188,10 +173,16 @@ class Finetuner:
         )
         return train, evaluate
 
+    def frozen_patterns(self) -> list[str]:
+        """Regexes of the frozen parameters: ``settings.freeze``, else the frozen layers'."""
+        if self.config.freeze is not None:
+            return list(self.config.freeze)
+        return frozen_patterns(self.backbone.model, self.frozen_layers)
+
     def _build(self, num_classes: int) -> None:
         self.model_ = copy.deepcopy(self.backbone.model)
         self.head_name_ = replace_head(self.model_, self.backbone, num_classes)
-        self.frozen_ = freeze(self.model_, self.config.frozen)
+        self.frozen_ = freeze(self.model_, self.frozen_patterns())
         self.model_.to(self.device)
         if self.config.channels_last:
             self.model_.to(memory_format=torch.channels_last)
@@ -203,7 +194,7 @@ class Finetuner:
             batch_size=self.config.batch_size,
             shuffle=shuffle,
             drop_last=shuffle and len(dataset) > self.config.batch_size,
-            num_workers=self.config.workers,
+            num_workers=resolve_workers(self.config.workers),
             worker_init_fn=_seed_worker,
             generator=generator,
             pin_memory=self.device.type == "cuda",
@@ -302,7 +293,8 @@ class Finetuner:
             [
                 self.backbone.spec,
                 self.backbone.weights_digest,
-                self.config.digest(),
+                self.config.model_dump_json(),
+                self.frozen_patterns(),
                 self.classes_,
                 [str(p) for p in paths],
                 list(targets),
@@ -430,7 +422,7 @@ class Finetuner:
                     "model": self.backbone.spec,
                     "history": [asdict(h) for h in history],
                     "scheduler": scheduler.state_dict(),
-                    "config": asdict(c),
+                    "config": c.model_dump(mode="json"),
                 }
                 if improved:
                     save_checkpoint(self.checkpoint_dir, "best", self.model_, record)
@@ -470,7 +462,8 @@ class Finetuner:
             "classes": self.classes_,
             "head": self.head_name_,
             "data_config": self.data_config().as_dict(),
-            "config": asdict(self.config),
+            "config": self.config.model_dump(mode="json"),
+            "frozen": self.frozen_patterns(),
             "sha256": sha256_file(weights),
         } | (extra or {})
         write_json(directory / "model.json", record)
@@ -492,10 +485,9 @@ class Finetuner:
             raise ModelError(f"{weights}: missing or not matching model.json's digest")
         if record["model"] != backbone.spec:
             raise ModelError(f"{weights} fine-tunes {record['model']}, not {backbone.spec}")
-        config = dict(record["config"])
-        for key in ("crop_scale", "frozen"):
-            config[key] = tuple(config[key])
-        tuner = cls(backbone, FinetuneConfig(**config), device=device)
+        settings = TrainParams.model_validate(record["config"])
+        settings = settings.model_copy(update={"freeze": tuple(record["frozen"])})
+        tuner = cls(backbone, settings, device=device)
         tuner.classes_ = list(record["classes"])
         tuner._build(len(tuner.classes_))
         tuner.model_.load_state_dict(load_file(str(weights)))

@@ -29,8 +29,7 @@ features the head reads are distributed unlike ImageNet's.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg
@@ -129,9 +128,6 @@ class Similarity:
     head: HeadMeasures
     depth: list[LayerGap]
     note: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def similarity(head: HeadMeasures, depth: list[LayerGap]) -> Similarity:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transferpilot.intake import Record
+if TYPE_CHECKING:
+    from transferpilot.intake import Record
 
 
 def _spread(values: Sequence[float]) -> dict[str, float]:
@@ -30,9 +31,6 @@ class SizeProfile:
     width: dict[str, float]
     height: dict[str, float]
     modes: dict[str, int]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def training_size(size: SizeProfile, model_size: int, *, floor: int = 64) -> int:

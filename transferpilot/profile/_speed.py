@@ -1,10 +1,21 @@
-"""Measured training and inference throughput, for the compute-budget rule."""
+"""Measured training and inference throughput, for the compute-budget rule.
+
+A measurement is kept per machine (:func:`cached_throughput`): the profile, a
+DVC-tracked output, must be the same for the same data on the same machine,
+and a timing taken again would differ every run and re-run every later stage.
+"""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import logging
+import os
+import platform
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -12,6 +23,8 @@ if TYPE_CHECKING:
 
     from transferpilot.profile._size import SizeProfile
     from transferpilot.zoo import Backbone
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,3 +101,71 @@ def measure_throughput(
         return batch_size / fastest
 
     return Throughput(rate(train_step, True), rate(eval_step, False), batch_size, str(device), size)
+
+
+def user_cache_dir() -> Path:
+    """transferpilot's per-user cache: ``$TRANSFERPILOT_CACHE``, else
+    ``$XDG_CACHE_HOME/transferpilot`` (``~/.cache/transferpilot``)."""
+    if os.environ.get("TRANSFERPILOT_CACHE"):
+        return Path(os.environ["TRANSFERPILOT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "transferpilot"
+
+
+def machine_fingerprint(device: torch.device) -> dict[str, str]:
+    """What makes a timing of this machine valid: processor, cores, device, torch."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu
+            )
+    except OSError:
+        pass
+    accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "device": accelerator,
+        "torch": torch.__version__,
+    }
+
+
+def cached_throughput(
+    backbone: Backbone,
+    device: torch.device,
+    *,
+    images: SizeProfile | None = None,
+    remeasure: bool = False,
+    cache_dir: Path | None = None,
+) -> Throughput:
+    """:func:`measure_throughput`, measured once per (model, weights, resolution, machine).
+
+    Kept as JSON under :func:`user_cache_dir` (``throughput/``); ``remeasure``
+    times it again and replaces the kept value.
+    """
+    from transferpilot.io import write_json
+    from transferpilot.profile._size import training_size
+
+    size = backbone.data_config.input_size[1]
+    if images is not None:
+        size = training_size(images, size)
+    key = {
+        "model": backbone.spec,
+        "weights": backbone.weights_digest,
+        "input_size": size,
+        "machine": machine_fingerprint(device),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    path = (cache_dir or user_cache_dir() / "throughput") / f"{digest}.json"
+    if path.is_file() and not remeasure:
+        try:
+            return Throughput(**json.loads(path.read_text(encoding="utf-8"))["throughput"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s: unreadable throughput record, measuring again", path)
+    result = measure_throughput(backbone, device, input_size=size)
+    write_json(path, {"key": key, "throughput": asdict(result)})
+    log.info("throughput measured at %d px: kept in %s", size, path)
+    return result

@@ -18,18 +18,47 @@ from typing import Any
 
 from transferpilot._registry import Registry
 from transferpilot.config import Params
-from transferpilot.errors import ConfigError, DataError
+from transferpilot.errors import ConfigError
+from transferpilot.io import read_json
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """One file a stage writes and later stages read: where it is and who writes it."""
+
+    path: Path
+    stage: str
+
+    def read_json(self) -> Any:
+        """Its JSON, or a clear error naming the stage to run first."""
+        return read_json(self.path, produced_by=self.stage)
 
 
 @dataclass(frozen=True)
 class Paths:
-    """Where stages read and write, relative to the project root."""
+    """The catalog: every stage output folder and the files later stages read, relative to
+    the project root. Each file's type is read in one place: ``manifest.csv`` by
+    :func:`~transferpilot.intake.read_manifest`, ``data/features`` by
+    :class:`~transferpilot.features.FeatureTable`, ``profile.json`` by
+    :class:`~transferpilot.profile.Profile`, ``decision.json`` by
+    :class:`~transferpilot.decide.Decision`, ``models/train`` by the decided strategy.
+    """
 
     root: Path = Path(".")
 
     @property
     def prepared(self) -> Path:
         return self.root / "data" / "prepared"
+
+    @property
+    def manifest(self) -> Path:
+        """``prepare``: the usable images, one row each."""
+        return self.prepared / "manifest.csv"
+
+    @property
+    def validation(self) -> Artefact:
+        """``prepare``: every file skipped or converted, and why (JSON)."""
+        return Artefact(self.prepared / "validation.json", "prepare")
 
     @property
     def features(self) -> Path:
@@ -40,17 +69,39 @@ class Paths:
         return self.root / "data" / "profile"
 
     @property
+    def profile_json(self) -> Artefact:
+        return Artefact(self.profile / "profile.json", "profile")
+
+    @property
     def decision(self) -> Path:
         return self.root / "data" / "decision"
+
+    @property
+    def decision_json(self) -> Artefact:
+        return Artefact(self.decision / "decision.json", "decide")
 
     @property
     def models(self) -> Path:
         return self.root / "models" / "train"
 
     @property
+    def train_json(self) -> Artefact:
+        """``train``: what was trained, with its validation accuracy."""
+        return Artefact(self.models / "train.json", "train")
+
+    @property
+    def predictor(self) -> Path:
+        """``train``: the exported, self-contained predictor (ONNX)."""
+        return self.models / "predictor.onnx"
+
+    @property
     def reports(self) -> Path:
         """The evaluate stage's metrics, plots and report."""
         return self.root / "reports"
+
+    @property
+    def metrics(self) -> Artefact:
+        return Artefact(self.reports / "metrics.json", "evaluate")
 
     @property
     def checkpoints(self) -> Path:
@@ -84,16 +135,6 @@ def register_stage(name: str, *, sections: tuple[str, ...]) -> Callable:
         return fn
 
     return deco
-
-
-def read_json(path: Path, *, produced_by: str) -> Any:
-    """An earlier stage's JSON output, or a clear error naming the stage to run first."""
-    import json
-
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path} not found: run the {produced_by} stage first") from None
 
 
 def get_stage(name: str) -> Stage:

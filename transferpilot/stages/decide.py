@@ -1,26 +1,29 @@
-"""Stage ``decide``: turn ``data/profile/profile.json`` into ``data/decision/decision.json``."""
+"""Stage ``decide``: turn ``data/profile/profile.json`` and the ``train`` settings into
+``data/decision/decision.json``: the strategy, its reason, and the plan ``train`` runs."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from transferpilot.config import DecideParams
-from transferpilot.decide import choose_strategy
+from transferpilot.config import DecideParams, TrainParams
+from transferpilot.decide import Decision, choose_strategy
 from transferpilot.io import write_json
 from transferpilot.profile import Profile
-from transferpilot.stages import Paths, read_json, register_stage
+from transferpilot.stages import Paths, register_stage
 
 log = logging.getLogger(__name__)
 
 
-def load_profile(paths: Paths) -> Profile:
-    return Profile.from_dict(read_json(paths.profile / "profile.json", produced_by="profile"))
+def load_decision(paths: Paths) -> Decision:
+    """The decide stage's ``decision.json``."""
+    return Decision.from_dict(paths.decision_json.read_json())
 
 
-@register_stage("decide", sections=("decide",))
-def run(params: DecideParams, paths: Paths) -> dict[str, Any]:
-    decision = choose_strategy(load_profile(paths), params)
-    write_json(paths.decision / "decision.json", decision.to_dict())
+@register_stage("decide", sections=("decide", "train"))
+def run(params: DecideParams, train: TrainParams, paths: Paths) -> dict[str, Any]:
+    profile = Profile.from_dict(paths.profile_json.read_json())
+    decision = choose_strategy(profile, params, train)
+    write_json(paths.decision_json.path, decision.to_dict())
     log.info("decide: %s", decision.reason)
-    return decision.to_dict()
+    return {"strategy": decision.strategy, "layer": decision.layer}

@@ -41,14 +41,12 @@ from transferpilot.evaluate import (
     to_html,
 )
 from transferpilot.export import Predictor
-from transferpilot.features import linear_inputs
-from transferpilot.finetune import Finetuner
+from transferpilot.features import FeatureTable
 from transferpilot.io import fresh_dir, write_json, write_text
-from transferpilot.stages import Paths, read_json, register_stage
-from transferpilot.stages.extract import FeatureTable
-from transferpilot.stages.extract import load as load_features
-from transferpilot.stages.train import PREDICTOR, load_decision
-from transferpilot.strategies import load_classifier
+from transferpilot.stages import Paths, register_stage
+from transferpilot.stages.decide import load_decision
+from transferpilot.strategies import get_strategy
+from transferpilot.strategies.finetune import read_curves
 from transferpilot.zoo import create_backbone
 
 log = logging.getLogger(__name__)
@@ -63,19 +61,13 @@ def _probabilities(
     table: FeatureTable,
     rows: dict[str, np.ndarray],
 ) -> tuple[list[str], dict[str, np.ndarray]]:
-    """(classes, {split: (n, classes) probabilities}) from the trained artefacts."""
+    """(classes, {split: (n, classes) probabilities}) from what the train stage saved."""
     decision = load_decision(paths)
-    if decision.strategy in ("linear", "svm"):
-        estimator, meta = load_classifier(
-            paths.models / "head.joblib", model=table.meta["model"], layer=decision.layer
-        )
-        X = linear_inputs(decision.layer, table.array(decision.layer))
-        return list(meta["classes"]), {s: estimator.predict_proba(X[r]) for s, r in rows.items()}
     backbone = create_backbone(model.name, arch=model.arch)
-    tuner = Finetuner.load(paths.models, backbone, device=resolve_device(params.device))
-    records = table.records
-    proba = {s: tuner.predict_proba([records[i].path for i in r]) for s, r in rows.items()}
-    return list(tuner.classes_), proba
+    strategy = get_strategy(decision.strategy).load(
+        paths.models, backbone, decision, device=resolve_device(params.device)
+    )
+    return strategy.classes_, {s: strategy.predict_proba(table, r) for s, r in rows.items()}
 
 
 def _check_predictor(
@@ -95,15 +87,6 @@ def _check_predictor(
     }
 
 
-def _curves(live: Path) -> dict[str, list[float]]:
-    """DVCLive's per-epoch metrics (``live/plots/metrics/<name>.tsv``)."""
-    out: dict[str, list[float]] = {}
-    for tsv in sorted((live / "plots" / "metrics").glob("*.tsv")):
-        with tsv.open(encoding="utf-8") as fh:
-            out[tsv.stem] = [float(row[tsv.stem]) for row in csv.DictReader(fh, delimiter="\t")]
-    return out
-
-
 def _confusion_csv(labels: list[str], predicted: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -114,7 +97,7 @@ def _confusion_csv(labels: list[str], predicted: list[str]) -> str:
 
 @register_stage("evaluate", sections=("model", "evaluate"))
 def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, Any]:
-    table = load_features(paths)
+    table = FeatureTable.open(paths.features, paths.manifest)
     records = table.records
     rows = {
         s: np.array([i for i, r in enumerate(records) if r.split == s], dtype=np.int64)
@@ -170,7 +153,7 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
             figures["mistakes"] = "evaluation/mistakes.png"
         write_json(tmp / "mistakes.json", [vars(m) for m in mistakes])
         write_json(tmp / "per_class.json", per_class)
-        curves = _curves(paths.models / "live")
+        curves = read_curves(paths.models)
         if curves:
             plot_curves(curves, tmp / "curves.png")
             figures["curves"] = "evaluation/curves.png"
@@ -180,7 +163,7 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
                 shutil.copyfile(source, tmp / source.name)
                 figures[name] = f"evaluation/{source.name}"
         check = _check_predictor(
-            paths.models / PREDICTOR,
+            paths.predictor,
             [records[i].path for i in r],
             proba[headline],
             params.check_images,
@@ -193,12 +176,12 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
                 100 * (1 - check["agreement"]),
                 check["checked"],
             )
-    write_json(out / "metrics.json", metrics)
+    write_json(paths.metrics.path, metrics)
     report = build_report(
-        validation=read_json(paths.prepared / "validation.json", produced_by="prepare"),
-        profile=read_json(paths.profile / "profile.json", produced_by="profile"),
-        decision=read_json(paths.decision / "decision.json", produced_by="decide"),
-        train=read_json(paths.models / "train.json", produced_by="train"),
+        validation=paths.validation.read_json(),
+        profile=paths.profile_json.read_json(),
+        decision=paths.decision_json.read_json(),
+        train=paths.train_json.read_json(),
         metrics=metrics,
         per_class=per_class,
         mistakes=[vars(m) for m in mistakes],

@@ -1,20 +1,29 @@
-"""Transfer strategies, by the names used in ``params.yaml``.
+"""Transfer strategies, by the names used in ``params.yaml``: ``linear``, ``svm``, ``finetune``.
 
->>> from transferpilot.config import TrainParams
->>> probe = create_strategy("linear", TrainParams())  # an unfitted scikit-learn estimator
->>> probe.kind
-'logistic'
+>>> get_strategy("svm").name
+'svm'
+>>> LinearClassifier(kind="linear").kind  # the scikit-learn estimator under linear/svm
+'linear'
 """
 
+from transferpilot.strategies import finetune as _finetune  # noqa: F401  (registration)
 from transferpilot.strategies import linear as _linear  # noqa: F401  (registration)
-from transferpilot.strategies._registry import create_strategy, list_strategies, register_strategy
-from transferpilot.strategies.linear import LinearProbe, SoftmaxLinearSVC
+from transferpilot.strategies._registry import (
+    STRATEGIES,
+    Strategy,
+    get_strategy,
+    list_strategies,
+    register_strategy,
+)
+from transferpilot.strategies.linear import LinearClassifier, SoftmaxLinearSVC
 from transferpilot.strategies.persist import load_classifier, save_classifier
 
 __all__ = [
-    "LinearProbe",
+    "STRATEGIES",
+    "LinearClassifier",
     "SoftmaxLinearSVC",
-    "create_strategy",
+    "Strategy",
+    "get_strategy",
     "list_strategies",
     "load_classifier",
     "register_strategy",

@@ -1,6 +1,7 @@
-"""Linear classifiers on cached features: softmax regression and a linear SVM.
+"""Linear classifiers on cached features: softmax regression (``linear``) and a linear SVM
+(``svm``), as scikit-learn estimators and as the two feature strategies.
 
-Both are scikit-learn estimators (``fit`` returns ``self``, learned attributes
+:class:`LinearClassifier` is a scikit-learn estimator (``fit`` returns ``self``, learned attributes
 end in ``_``, ``clone`` works): a :class:`~sklearn.pipeline.Pipeline` of
 standardisation and the classifier, with ``C`` chosen by stratified k-fold
 cross-validation on the training rows over a grid.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy.special import softmax
@@ -26,8 +27,17 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
-from transferpilot.config import TrainParams
 from transferpilot.strategies._registry import register_strategy
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from torch import nn
+
+    from transferpilot.config import TrainParams
+    from transferpilot.decide import Decision
+    from transferpilot.features import FeatureTable
+    from transferpilot.zoo import Backbone, DataConfig
 
 
 class SoftmaxLinearSVC(LinearSVC):
@@ -40,17 +50,19 @@ class SoftmaxLinearSVC(LinearSVC):
         return softmax(margins, axis=1)
 
 
-class LinearProbe(ClassifierMixin, BaseEstimator):
+class LinearClassifier(ClassifierMixin, BaseEstimator):
     """Standardise, then a linear classifier whose C is chosen by stratified CV.
 
-    >>> probe = LinearProbe(kind="logistic").fit(X_train, y_train)  # doctest: +SKIP
+    ``kind``: ``linear`` (multinomial logistic, i.e. softmax regression) or ``svm``.
+
+    >>> probe = LinearClassifier(kind="linear").fit(X_train, y_train)  # doctest: +SKIP
     >>> probe.best_C_, probe.cv_accuracy_  # doctest: +SKIP
     (0.1, 0.93)
     """
 
     def __init__(
         self,
-        kind: Literal["logistic", "svm"] = "logistic",
+        kind: Literal["linear", "svm"] = "linear",
         c_grid: Sequence[float] = (0.0001, 0.001, 0.01, 0.1, 1.0),
         cv_folds: int = 5,
         max_iter: int = 2000,
@@ -66,23 +78,34 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.tol = tol
 
+    @classmethod
+    def from_settings(cls, kind: str, settings: TrainParams) -> LinearClassifier:
+        """The classifier the ``train`` settings describe (C grid, folds, iterations, seed)."""
+        s = settings
+        return cls(kind, s.c_grid, s.cv_folds, s.max_iter, s.seed, n_jobs=-1)  # type: ignore[arg-type]
+
     def _classifier(self) -> Any:
-        if self.kind == "logistic":
-            return LogisticRegression(max_iter=self.max_iter, tol=self.tol)
+        if self.kind == "linear":
+            return LogisticRegression(
+                max_iter=self.max_iter, tol=self.tol, random_state=self.random_state
+            )
         if self.kind == "svm":
             # Dual coordinate descent: measured 3-20x faster than the primal solver on
             # standardised CNN codes (1280-d); never more than a second slower on narrow layers.
-            return SoftmaxLinearSVC(max_iter=self.max_iter, tol=self.tol, dual=True)
-        raise ValueError(f"kind must be 'logistic' or 'svm', got {self.kind!r}")
+            # Seeded: liblinear shuffles its coordinates, unseeded it differs run to run.
+            return SoftmaxLinearSVC(
+                max_iter=self.max_iter, tol=self.tol, dual=True, random_state=self.random_state
+            )
+        raise ValueError(f"kind must be 'linear' or 'svm', got {self.kind!r}")
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearClassifier:
         """Choose C by CV, refit on all of ``X``. Solver convergence warnings are silenced:
         the CV score already tells whether a C value works."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             return self._fit(X, y)
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> LinearClassifier:
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray(y)
         _, counts = np.unique(y, return_counts=True)
@@ -92,7 +115,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         pipeline = Pipeline([("scale", StandardScaler()), ("clf", self._classifier())])
         grid = list(self.c_grid)
         if int(counts.min()) < 2:  # too few to cross-validate: take the middle of the grid
-            self.search_ = None
+            self.cv_scores_: list[dict[str, float]] = []
             self.best_C_ = float(grid[len(grid) // 2])
             self.cv_accuracy_ = float("nan")
             self.model_ = pipeline.set_params(clf__C=self.best_C_).fit(X, y)
@@ -105,7 +128,15 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 n_jobs=self.n_jobs,
                 refit=True,
             ).fit(X, y)
-            self.search_ = search
+            # Only the scores: GridSearchCV's own results carry fit timings, which would make
+            # the saved head differ from run to run.
+            res = search.cv_results_
+            self.cv_scores_ = [
+                {"C": float(c), "accuracy": float(m), "std": float(s)}
+                for c, m, s in zip(
+                    res["param_clf__C"], res["mean_test_score"], res["std_test_score"], strict=True
+                )
+            ]
             self.best_C_ = float(search.best_params_["clf__C"])
             self.cv_accuracy_ = float(search.best_score_)
             self.model_ = search.best_estimator_
@@ -128,28 +159,88 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def cv_table(self) -> list[dict[str, float]]:
         """Mean CV accuracy for every C tried (empty when no CV could run)."""
-        if self.search_ is None:
-            return []
-        res = self.search_.cv_results_
-        return [
-            {"C": float(c), "accuracy": float(m), "std": float(s)}
-            for c, m, s in zip(
-                res["param_clf__C"], res["mean_test_score"], res["std_test_score"], strict=True
-            )
-        ]
+        check_is_fitted(self, "model_")
+        return list(self.cv_scores_)
+
+
+class FeatureStrategy:
+    """A :class:`LinearClassifier` on the decided layer's cached features (the seed's
+    "fixed feature extractor"); saved as ``head.joblib`` with its checked sidecar."""
+
+    name = ""  # set by register_strategy: the classifier's kind
+    FILE = "head.joblib"
+
+    def __init__(self, backbone: Backbone, decision: Decision, **context: Any) -> None:
+        self.backbone, self.layer, self.settings = backbone, decision.layer, decision.train
+
+    def fit(self, table: FeatureTable, train: np.ndarray, val: np.ndarray) -> FeatureStrategy:
+        from transferpilot.layers import linear_inputs
+
+        X = linear_inputs(self.layer, table.array(self.layer))
+        y = table.labels
+        self.estimator_ = LinearClassifier.from_settings(self.name, self.settings)
+        self.estimator_.fit(X[train], y[train])
+        self.classes_ = [str(c) for c in self.estimator_.classes_]
+        self.pool_grid_ = table.meta.pool_grid
+        self.summary_ = {
+            "best_C": self.estimator_.best_C_,
+            "cv_accuracy": self.estimator_.cv_accuracy_,
+            "val_accuracy": float((self.estimator_.predict(X[val]) == y[val]).mean()),
+        }
+        return self
+
+    def save(self, directory: Path) -> None:
+        from transferpilot.strategies.persist import save_classifier
+
+        save_classifier(
+            self.estimator_,
+            directory / self.FILE,
+            model=self.backbone.spec,
+            layer=self.layer,
+            classes=self.classes_,
+            extra={
+                "strategy": self.name,
+                "weights_digest": self.backbone.weights_digest,
+                "pool_grid": self.pool_grid_,
+            },
+        )
+
+    @classmethod
+    def load(
+        cls, directory: Path, backbone: Backbone, decision: Decision, **context: Any
+    ) -> FeatureStrategy:
+        from transferpilot.strategies.persist import load_classifier
+
+        strategy = cls(backbone, decision)
+        strategy.estimator_, meta = load_classifier(
+            directory / cls.FILE, model=backbone.spec, layer=decision.layer
+        )
+        strategy.classes_ = list(meta["classes"])
+        strategy.pool_grid_ = int(meta.get("pool_grid", 1))
+        return strategy
+
+    def predict_proba(self, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
+        from transferpilot.layers import linear_inputs
+
+        X = linear_inputs(self.layer, table.array(self.layer))
+        return self.estimator_.predict_proba(X[rows])
+
+    def predictor(self) -> tuple[nn.Module, DataConfig]:
+        from transferpilot.export import FeatureClassifier, linear_layer
+
+        config = self.backbone.data_config
+        head = linear_layer(self.estimator_)
+        module = FeatureClassifier(
+            self.backbone.features, self.layer, head, config, pool_grid=self.pool_grid_
+        )
+        return module, config
 
 
 @register_strategy("linear")
-def linear(params: TrainParams) -> LinearProbe:
-    """Softmax (multinomial logistic) regression on the CNN codes."""
-    return LinearProbe(
-        "logistic", params.c_grid, params.cv_folds, params.max_iter, params.seed, n_jobs=-1
-    )
+class SoftmaxRegression(FeatureStrategy):
+    """Softmax (multinomial logistic) regression on a layer's features, usually the CNN codes."""
 
 
 @register_strategy("svm")
-def svm(params: TrainParams) -> LinearProbe:
+class LinearSVM(FeatureStrategy):
     """Linear SVM (one-vs-rest, squared hinge) on a chosen layer's features."""
-    return LinearProbe(
-        "svm", params.c_grid, params.cv_folds, params.max_iter, params.seed, n_jobs=-1
-    )

@@ -10,9 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-#: Output names every backbone's :meth:`Backbone.features` returns besides its layers.
-PRE_LOGITS = "pre_logits"
-LOGITS = "logits"
+# Output names every backbone's :meth:`Backbone.features` returns besides its layers.
+from transferpilot.layers import LOGITS, PRE_LOGITS  # noqa: F401  (re-exported by the zoo)
 
 
 @dataclass(frozen=True)
@@ -49,11 +48,6 @@ class DataConfig:
             crop_mode=self.crop_mode,
             is_training=False,
         )
-
-    def digest(self) -> str:
-        """Short stable digest of the preprocessing, for cache keys."""
-        text = repr(sorted(self.as_dict().items()))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

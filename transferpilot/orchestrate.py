@@ -1,4 +1,5 @@
-"""Running the DVC pipeline stage by stage: what the Prefect flow and ``transferpilot run`` use.
+"""Orchestration, in one place: running the DVC pipeline stage by stage, for the Prefect
+flow (``flows/``, ``tasks/``) and ``transferpilot run``.
 
 DVC owns the graph and the cache record: :func:`stage_order` reads the order
 from ``dvc.yaml`` through DVC itself, :func:`repro_stage` runs one stage with
@@ -6,6 +7,11 @@ from ``dvc.yaml`` through DVC itself, :func:`repro_stage` runs one stage with
 and parameter overrides are DVC's own ``-S`` overrides applied to
 ``params.yaml`` (:func:`apply_overrides`), so a run with overrides is what
 ``dvc exp run -S`` would have done, and :func:`save_experiment` records it.
+
+The DVC internals this needs (the repo's stage graph, ``plan_repro``, a stage's
+status, Hydra-style overrides) are reached through :class:`_Dvc` alone; pyproject
+pins ``dvc`` to one major version. Nothing here changes the environment at import:
+:func:`offline_environment` is called by the entry points (CLI, flow).
 
 >>> for stage, upstream in stage_order(Path(".")):  # doctest: +SKIP
 ...     repro_stage(Path("."), stage, timeout_s=3600, on_line=print)
@@ -41,42 +47,79 @@ _HINT = re.compile(
 )
 
 
+#: No analytics or telemetry, a patient ephemeral Prefect server.
+OFFLINE = {
+    "DVC_NO_ANALYTICS": "1",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "HF_HUB_OFFLINE": "1",
+}
+
+
 def offline_environment() -> None:
-    """No analytics or telemetry, a patient ephemeral Prefect server (set unless already set)."""
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """Set :data:`OFFLINE` in this process (each unless already set); entry points call it
+    before Prefect starts (the CLI's ``main``, ``python flows/pipeline.py``)."""
+    for key, value in OFFLINE.items():
+        os.environ.setdefault(key, value)
 
 
 def _env() -> dict[str, str]:
-    """The environment for DVC and the stages: this interpreter's scripts first on PATH."""
-    offline_environment()
+    """The environment for DVC and the stages: offline, this interpreter's scripts first
+    on PATH (a copy: this process's environment is left alone)."""
     env = dict(os.environ)
+    for key, value in OFFLINE.items():
+        env.setdefault(key, value)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["TRANSFERPILOT_LOG_TIME"] = "0"  # the flow's logger stamps each line already
     return env
 
 
-def _address(stage: Any, root: Path) -> str:
-    """A stage's name as ``dvc repro`` takes it, run in the project folder."""
-    dvcfile = Path(stage.path).resolve().relative_to(root)
-    return stage.name if str(dvcfile) == "dvc.yaml" else f"{dvcfile}:{stage.name}"
+class _Dvc:
+    """The one adapter over DVC's Python API (``dvc>=3.67,<4``): everything this module
+    needs from DVC beyond its command line goes through here."""
+
+    def __init__(self, project: Path) -> None:
+        self.root = Path(project).resolve()
+
+    def _address(self, stage: Any) -> str:
+        """A stage's name as ``dvc repro`` takes it, run in the project folder."""
+        dvcfile = Path(stage.path).resolve().relative_to(self.root)
+        return stage.name if str(dvcfile) == "dvc.yaml" else f"{dvcfile}:{stage.name}"
+
+    def stage_order(self) -> list[tuple[str, list[str]]]:
+        from dvc.repo import Repo
+        from dvc.repo.reproduce import plan_repro
+
+        with Repo(str(self.root)) as repo:
+            graph = repo.index.graph
+            return [
+                (self._address(s), sorted(self._address(d) for d in graph.successors(s)))
+                for s in plan_repro(graph)
+            ]
+
+    def stale_stages(self) -> set[str]:
+        from dvc.repo import Repo
+
+        with Repo(str(self.root)) as repo, repo.lock:
+            return {self._address(s) for s in repo.index.stages if s.status()}
+
+    @staticmethod
+    def apply_overrides(params_file: Path, overrides: list[str]) -> None:
+        """DVC's ``-S`` (Hydra) overrides applied to a params file in place; a malformed
+        one raises ``ValueError`` with DVC's reason."""
+        from dvc.exceptions import InvalidArgumentError
+        from dvc.utils.hydra import apply_overrides
+
+        try:
+            apply_overrides(params_file, overrides)
+        except InvalidArgumentError as err:
+            raise ValueError(str(err.__cause__ or err)) from None
 
 
 def stage_order(project: Path) -> list[tuple[str, list[str]]]:
     """``(stage, upstream stages)`` in the order DVC would run them."""
-    from dvc.repo import Repo
-    from dvc.repo.reproduce import plan_repro
-
-    root = Path(project).resolve()
-    with Repo(str(root)) as repo:
-        graph = repo.index.graph
-        return [
-            (_address(s, root), sorted(_address(d, root) for d in graph.successors(s)))
-            for s in plan_repro(graph)
-        ]
+    return _Dvc(project).stage_order()
 
 
 def stale_stages(project: Path) -> set[str]:
@@ -86,11 +129,7 @@ def stale_stages(project: Path) -> set[str]:
     of whose upstream stages runs, is up to date without starting ``dvc`` for
     it (DVC would only say "didn't change", a second or more later).
     """
-    from dvc.repo import Repo
-
-    root = Path(project).resolve()
-    with Repo(str(root)) as repo, repo.lock:
-        return {_address(s, root) for s in repo.index.stages if s.status()}
+    return _Dvc(project).stale_stages()
 
 
 class StageFailed(TransferpilotError):
@@ -205,8 +244,6 @@ def apply_overrides(project: Path, overrides: Sequence[str], params_file: str = 
     raises :class:`ConfigError` naming it, and leaves ``params.yaml`` untouched.
     """
     import yaml
-    from dvc.exceptions import InvalidArgumentError
-    from dvc.utils.hydra import apply_overrides as dvc_apply
 
     from transferpilot.config import load_params
 
@@ -224,10 +261,9 @@ def apply_overrides(project: Path, overrides: Sequence[str], params_file: str = 
         if path.exists():
             shutil.copyfile(path, tmp)
         try:
-            dvc_apply(tmp, _with_add_prefix(overrides, current or {}))
-        except InvalidArgumentError as err:
-            cause = err.__cause__ or err
-            raise ConfigError(f"overrides {list(overrides)}: {cause}") from None
+            _Dvc.apply_overrides(tmp, _with_add_prefix(overrides, current or {}))
+        except ValueError as err:
+            raise ConfigError(f"overrides {list(overrides)}: {err}") from None
         params = load_params(tmp)  # raises ConfigError naming the key
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)

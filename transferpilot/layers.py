@@ -1,0 +1,26 @@
+"""Names of the two outputs every backbone has beside its candidate layers, and how a
+linear model reads a layer. No heavy imports: the pure ``decide`` rule uses these too."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: The CNN codes: the pooled activations the ImageNet classifier reads.
+PRE_LOGITS = "pre_logits"
+#: The ImageNet classifier's 1,000 outputs.
+LOGITS = "logits"
+#: The top of the network, where the seed's "linear classifier on CNN codes" reads.
+TOP_LAYERS = (PRE_LOGITS, LOGITS)
+
+
+def linear_inputs(name: str, array: np.ndarray) -> np.ndarray:
+    """A layer's features as a linear model reads them: (N, D) float32.
+
+    ``logits`` become log-probabilities (log-softmax): the pretrained head's own
+    answer over the 1,000 ImageNet classes, a candidate layer like any other.
+    """
+    x = np.asarray(array, dtype=np.float32)
+    if name == LOGITS:
+        shifted = x - x.max(axis=1, keepdims=True)
+        x = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return x.astype(np.float32, copy=False)

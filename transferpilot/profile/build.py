@@ -1,0 +1,150 @@
+"""Measuring a profile: the one function the profile stage, ``transferpilot profile`` and
+the benchmarks call.
+
+>>> table = FeatureTable.open(Path("data/features"), Path("data/prepared/manifest.csv"))
+>>> profile = build_profile(table, backbone, ProfileParams(), ExtractParams())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferpilot.config import ExtractParams, ProfileParams
+from transferpilot.device import resolve_device
+from transferpilot.features import FeatureTable
+from transferpilot.features._table import ALL, IMAGENET
+from transferpilot.layers import LOGITS, PRE_LOGITS
+from transferpilot.profile import (
+    Profile,
+    SizeProfile,
+    cached_throughput,
+    depth_profile,
+    frechet_distance,
+    head_measures,
+    similarity,
+    size_profile,
+    stratified_sample,
+)
+from transferpilot.profile._probes import LINEAR_KINDS, LayerProbe
+from transferpilot.zoo import Backbone
+
+log = logging.getLogger(__name__)
+
+
+def build_profile(
+    table: FeatureTable,
+    backbone: Backbone,
+    settings: ProfileParams,
+    extract: ExtractParams,
+    *,
+    size: SizeProfile | None = None,
+    remeasure: bool = False,
+) -> Profile:
+    """Measure the dataset behind ``table`` (features written by the extract step).
+
+    ``size`` is the size profile of the whole dataset when ``table`` holds a
+    sample of it. Probes use training rows only; throughput is measured once
+    per machine at the resolution fine-tuning would train at (``remeasure``
+    times it again); a ``settings.reference`` folder adds a Fréchet distance.
+    """
+    meta = table.meta
+    size = size or size_profile(table.records)
+    arrays = table.arrays()
+    train = table.split == "train"
+    probed = [*meta.layer_names, PRE_LOGITS, LOGITS]
+    moments = table.moments(ALL)
+    imagenet = table.moments(IMAGENET)
+    depth = depth_profile(
+        meta.moment_points,
+        {bn: (m.mean, m.var) for bn, m in moments.items()},
+        {bn: (m.mean, m.var) for bn, m in imagenet.items()},
+    )
+    head = head_measures(arrays[LOGITS], arrays[PRE_LOGITS], table.prototypes())
+    device = resolve_device(extract.device)
+    throughput = None
+    if settings.measure_throughput:
+        throughput = cached_throughput(backbone, device, images=size, remeasure=remeasure)
+    reference = None
+    if settings.reference:
+        reference = reference_distance(backbone, settings.reference, arrays[PRE_LOGITS], extract)
+    return Profile(
+        model=meta.model,
+        layers=probed,
+        size=size,
+        similarity=similarity(head, depth),
+        probes=probe_layers(
+            {k: np.asarray(arrays[k])[train] for k in probed},
+            list(table.labels[train]),
+            probed,
+            settings,
+        ),
+        throughput=throughput,
+        reference=reference,
+        input_size=meta.input_size,
+    )
+
+
+def reference_distance(
+    backbone: Backbone, folder: Path, codes: np.ndarray, extract: ExtractParams
+) -> dict[str, Any]:
+    """Fréchet distance between the dataset's CNN codes and those of a reference folder."""
+    from transferpilot.config import PrepareParams
+    from transferpilot.features import extract_features
+    from transferpilot.intake import prepare_dataset
+
+    ref = prepare_dataset(PrepareParams(source=folder, val_fraction=0.5))
+    items = [(r.path, r.sha256) for r in ref.records]
+    feats = extract_features(backbone, items, extract, resolve_device(extract.device))
+    return {
+        "folder": str(folder),
+        "images": len(items),
+        "frechet_pre_logits": frechet_distance(np.asarray(codes), feats.arrays[PRE_LOGITS]),
+    }
+
+
+def probe_layers(
+    features: Mapping[str, np.ndarray],
+    labels: Sequence[str],
+    layers: Sequence[str],
+    settings: ProfileParams,
+) -> list[LayerProbe]:
+    """CV accuracy of a linear classifier on each of ``layers`` (training rows only, please).
+
+    Every layer gets the ``settings.probe`` classifier (in ``layers`` order);
+    then the other linear strategy is probed on the ``probe_second_opinion``
+    best layers, so that the decision can tell whether softmax regression or
+    the SVM suits this data better (on the brain MRI set softmax regression
+    cross-validates 2 points above the SVM; on ImageNet-like photos they tie).
+    """
+    from transferpilot.layers import linear_inputs
+    from transferpilot.strategies import LinearClassifier
+
+    y = np.asarray(labels)
+    rows = stratified_sample(y, settings.probe_max_images, settings.seed)
+
+    def probe(layer: str, kind: str) -> LayerProbe:
+        start = time.perf_counter()
+        X = linear_inputs(layer, np.asarray(features[layer])[rows])
+        fitted = LinearClassifier(
+            kind,
+            settings.probe_c_grid,
+            settings.probe_folds,
+            max_iter=settings.probe_max_iter,
+            random_state=settings.seed,
+            n_jobs=-1,
+            tol=settings.probe_tol,
+        ).fit(X, y[rows])
+        log.debug("probe %s %s: %.1f s", kind, layer, time.perf_counter() - start)
+        return LayerProbe(layer, X.shape[1], fitted.cv_accuracy_, fitted.best_C_, len(rows), kind)
+
+    results = [probe(layer, settings.probe) for layer in layers]
+    other = next(k for k in LINEAR_KINDS if k != settings.probe)
+    ranked = sorted(results, key=lambda p: p.cv_accuracy, reverse=True)
+    best = {p.layer for p in ranked[: settings.probe_second_opinion]}
+    return results + [probe(layer, other) for layer in layers if layer in best]
