@@ -321,33 +321,33 @@ class Outcome:
 
 def outcome(project: Path) -> Outcome:
     """Read the decision, the metrics and the report that the stages wrote."""
+    from transferpilot.decide import Decision
     from transferpilot.evaluate import without_figures
-    from transferpilot.stages import Paths, read_json
+    from transferpilot.profile import Profile
+    from transferpilot.stages import Paths
 
     paths = Paths(project)
-    decision = read_json(paths.decision / "decision.json", produced_by="decide")
-    profile = read_json(paths.profile / "profile.json", produced_by="profile")
-    metrics = read_json(paths.reports / "metrics.json", produced_by="evaluate")
+    decision = Decision.from_dict(paths.decision_json.read_json())
+    profile = Profile.from_dict(paths.profile_json.read_json())
+    metrics = paths.metrics.read_json()
     report = (paths.reports / "report.md").read_text(encoding="utf-8")
-    sim = profile.get("similarity", {})
-    size = profile.get("size", {})
-    layer = f" on `{decision['layer']}`" if decision.get("layer") else ""
+    sim, size = profile.similarity, profile.size
+    overlap = "n/a" if sim.overlap is None else f"{sim.overlap:.2f}"
     summary = "\n".join(
         [
             "# transferpilot: profile and decision",
             "",
-            f"- **{size.get('n_train')}** training images, **{size.get('n_classes')}** classes "
-            f"(median {size.get('images_per_class', {}).get('median')} per class)",
-            f"- similarity to ImageNet **{sim.get('score', float('nan')):.2f}** "
-            f"(head certainty {sim.get('certainty', float('nan')):.2f}, "
-            f"feature overlap {sim.get('overlap', float('nan')):.2f})",
-            f"- quadrant **{decision.get('quadrant')}** → **{decision.get('strategy')}**{layer}",
+            f"- **{size.n_train}** training images, **{size.n_classes}** classes "
+            f"(median {size.images_per_class['median']:g} per class)",
+            f"- similarity to ImageNet **{sim.score:.2f}** "
+            f"(head certainty {sim.certainty:.2f}, feature overlap {overlap})",
+            f"- quadrant **{decision.quadrant}** → **{decision.strategy}** on `{decision.layer}`",
             "",
-            f"> {decision.get('reason', '')}",
+            f"> {decision.reason}",
         ]
     )
     return Outcome(
-        decision=decision,
+        decision=decision.to_dict(),
         metrics=metrics,
         report_path=paths.reports / "report.md",
         report_html=paths.reports / "report.html",

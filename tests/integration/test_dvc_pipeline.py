@@ -53,12 +53,20 @@ def test_repro_twice_then_a_param_change(workdir: Path) -> None:
     for stage in ("prepare", "extract", "profile"):
         assert f"Running stage '{stage}'" not in fourth.stdout
 
-    params["train"]["cv_folds"] = 2  # a train parameter: only train and evaluate re-run
+    # A train setting reaches train through the decision's plan: one the linear head reads
+    # re-trains it; one it does not read (a fine-tuning learning rate) re-runs decide only.
+    params["train"]["cv_folds"] = 2
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     fifth = run(["dvc", "repro"], workdir)
     assert "Running stage 'train'" in fifth.stdout and "Running stage 'evaluate'" in fifth.stdout
-    for stage in ("prepare", "extract", "profile", "decide"):
+    for stage in ("prepare", "extract", "profile"):
         assert f"Running stage '{stage}'" not in fifth.stdout
+    params["train"]["lr"] = 0.01
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    sixth = run(["dvc", "repro"], workdir)
+    assert "Running stage 'decide'" in sixth.stdout
+    assert "Running stage 'train'" not in sixth.stdout
+    assert "Running stage 'evaluate'" not in sixth.stdout
 
 
 def test_experiment_metrics_and_plots(workdir: Path) -> None:
