@@ -16,6 +16,26 @@ RESULTS = Path(__file__).parent / "results"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
+def commit() -> str:
+    """The commit the figures are measured at (``+dirty`` when the tree has changes)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head}+dirty" if dirty else head or "unknown"
+
+
 def machine() -> dict[str, Any]:
     import torch
 
@@ -29,6 +49,7 @@ def machine() -> dict[str, Any]:
         pass
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit(),
         "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -36,6 +57,11 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
+
+
+def stamp(m: dict[str, Any]) -> str:
+    """When and at which commit: every table title carries it."""
+    return f"{m['date']}, commit {m['commit']}"
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:

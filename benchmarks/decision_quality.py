@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import SHARED, machine, print_table, write_results
+from benchmarks._common import SHARED, machine, print_table, stamp, write_results
 from transferpilot.config import DecideParams, Params
 from transferpilot.decide import Decision, choose_strategy
 from transferpilot.errors import DataError
@@ -187,7 +187,7 @@ def main() -> None:
     title = (
         f"Decision quality, efficientnet_lite0; always fine-tune = {args.finetune_epochs} epochs "
         f"at {f'{args.finetune_size} px' if args.finetune_size else 'the decision resolution'}; "
-        f"decide's budget {budget} — {m['date']}, {m['cpu']}, {m['cores']} cores"
+        f"decide's budget {budget} — {stamp(m)}, {m['cpu']}, {m['cores']} cores"
     )
     table = print_table(
         title,

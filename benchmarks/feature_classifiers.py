@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import SHARED, machine, print_table, write_results
+from benchmarks._common import SHARED, machine, print_table, stamp, write_results
 from transferpilot.config import ExtractParams, PrepareParams, TrainParams
 from transferpilot.features import extract_features
 from transferpilot.intake import prepare_dataset
@@ -80,7 +80,7 @@ def main() -> None:
     m = machine()
     title = (
         f"Linear strategies on {args.layer} of {args.model} (val accuracy; C by 5-fold CV "
-        f"on train) — {m['date']}, {m['cpu']}, {m['cores']} cores"
+        f"on train) — {stamp(m)}, {m['cpu']}, {m['cores']} cores"
     )
     header = ["dataset", "images", "extract s", "logistic acc", "fit s", "linear SVM acc", "fit s"]
     table = print_table(title, header, rows)

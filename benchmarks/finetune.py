@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import SHARED, machine, print_table, write_results
+from benchmarks._common import SHARED, machine, print_table, stamp, write_results
 from transferpilot.assess import assess_folder
 from transferpilot.config import DecideParams, Params, TrainParams
 from transferpilot.decide import choose_strategy
@@ -137,7 +137,7 @@ def main() -> None:
     m = machine()
     title = (
         f"Fine-tuning efficientnet_lite0, default recipe (LP-FT head, AdamW, warm-up + cosine, "
-        f"label smoothing 0.1) — {m['date']}, {m['cpu']}, {m['cores']} cores, CPU"
+        f"label smoothing 0.1) — {stamp(m)}, {m['cpu']}, {m['cores']} cores, CPU"
     )
     header = [
         "dataset",

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks._common import machine, print_table, write_results
+from benchmarks._common import machine, print_table, stamp, write_results
 from transferpilot.config import ExtractParams, TrainParams
 from transferpilot.features import extract_features
 from transferpilot.zoo import create_backbone
@@ -107,7 +107,7 @@ def main() -> int:
     m = machine()
     title = (
         f"GPU extraction, {args.model}, {args.images} generated images, batch "
-        f"{args.batch_size}, {args.workers} workers ({m['date']}, {m['cuda']})"
+        f"{args.batch_size}, {args.workers} workers ({stamp(m)}, {m['cuda']})"
     )
     table = print_table(title, ["path", "seconds", "images/s", "peak GPU MiB"], rows)
     write_results("gpu_check", {"machine": m, "runs": runs, "speedup": speedup}, table)

@@ -35,7 +35,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from benchmarks._common import machine, print_table, write_results
+from benchmarks._common import machine, print_table, stamp, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 COPY_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "prefect.yaml", "Makefile", "pyproject.toml")
@@ -159,7 +159,7 @@ def main() -> None:
     m = machine()
     table = print_table(
         f"Orchestration overhead, embedded default (1,797 digits), cold feature cache — "
-        f"{m['date']}, {m['cpu']}, {m['cores']} cores",
+        f"{stamp(m)}, {m['cpu']}, {m['cores']} cores",
         ["run", "seconds", "overhead", "target"],
         rows,
     )

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import machine, print_table, write_results
+from benchmarks._common import machine, print_table, stamp, write_results
 
 
 def generate(root: Path, n: int, classes: int = 10) -> None:
@@ -139,7 +139,7 @@ def main() -> None:
     m = machine()
     table = print_table(
         f"Scale: 16x16 PNGs, prepare + streamed extract, tiny EfficientNet at 64 px, CPU — "
-        f"{m['date']}, {m['cpu']}, {m['cores']} cores",
+        f"{stamp(m)}, {m['cpu']}, {m['cores']} cores",
         ["images", "prepare s", "extract s", "extract img/s", "s per 1k images",
          "peak RSS MB", "vs smallest", "features on disk MB"],
         rows,

@@ -109,6 +109,9 @@ class ExtractParams(Section):
     shard_size: int = Field(512, ge=1, description="images per cache shard")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported)")
     channels_last: bool = True
+    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="auto: ONNX Runtime on the CPU, PyTorch on CUDA/MPS"
+    )
     cache_dir: Path = Field(Path("data/cache/features"), description="the feature cache")
 
 
@@ -132,6 +135,10 @@ class ProfileParams(Section):
         2, ge=0, description="best layers also probed with the other classifier"
     )
     seed: int = Field(0, description="the probes' sample and folds")
+    cache_dir: Path | None = Field(
+        Path("data/cache/profile"),
+        description="probe results kept by content (features, labels, settings); null = none",
+    )
     measure_throughput: bool = Field(True, description="time a few training steps here")
     reference: Path | None = Field(
         None,

@@ -39,3 +39,26 @@ def test_unreadable_image_is_an_error_entry_not_a_crash(lite0: Backbone, tmp_pat
     (tmp_path / "x.jpg").write_bytes(b"garbage")
     (pred,) = predict_images(lite0, [tmp_path / "x.jpg"])
     assert pred.error and not pred.top
+
+
+def test_onnx_runtime_features_equal_eager_pytorch(
+    lite0: Backbone, sample_images: dict[str, Path], tmp_path: Path
+) -> None:
+    """The CPU's default runtime: every output within 1e-4 of eager PyTorch's."""
+    import hashlib
+
+    import numpy as np
+
+    from transferpilot.config import ExtractParams
+    from transferpilot.features import extract_features
+
+    items = [(p, hashlib.sha256(p.read_bytes()).hexdigest()) for p in sample_images.values()]
+    got = {
+        runtime: extract_features(
+            lite0, items, ExtractParams(cache_dir=tmp_path, workers=0, runtime=runtime)
+        ).arrays
+        for runtime in ("torch", "onnxruntime")
+    }
+    for name, eager in got["torch"].items():
+        scale = np.abs(eager).max()
+        np.testing.assert_allclose(got["onnxruntime"][name], eager, rtol=1e-4, atol=1e-4 * scale)

@@ -29,8 +29,15 @@ from transferpilot.zoo import PRE_LOGITS, Backbone, create_backbone
 
 
 def opts(cache: Path, **changes: object) -> ExtractParams:
-    """Small batches and shards, decoding in-process, the cache in ``cache``."""
-    settings = {"batch_size": 4, "workers": 0, "shard_size": 3, "cache_dir": cache}
+    """Small batches and shards, decoding in-process, the cache in ``cache``; PyTorch, whose
+    forward passes the tests count (ONNX Runtime has tests of its own below)."""
+    settings = {
+        "batch_size": 4,
+        "workers": 0,
+        "shard_size": 3,
+        "cache_dir": cache,
+        "runtime": "torch",
+    }
     return ExtractParams.model_validate(settings | changes)
 
 
@@ -262,3 +269,45 @@ def test_the_written_table_equals_the_cache_rows(tiny: Backbone, data, tmp_path:
     imagenet = table.moments("imagenet")
     for bn in points:
         np.testing.assert_allclose(imagenet[bn].mean, tiny.model.get_submodule(bn).running_mean)
+
+
+@pytest.mark.parametrize("grid", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_onnx_runtime_features_equal_pytorch_and_the_graph_is_exported_once(
+    tiny: Backbone, data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, grid: int
+) -> None:
+    from transferpilot.features import _extract
+
+    eager = extract_features(tiny, data, opts(tmp_path / "c", pool_grid=grid))
+    exports = []
+    real_export = _extract.export_forward
+    monkeypatch.setattr(_extract, "export_forward", lambda *a: exports.append(a) or real_export(*a))
+    ort_opts = opts(tmp_path / "c", runtime="onnxruntime", pool_grid=grid)
+    ort = extract_features(tiny, data, ort_opts)
+    assert ort.stats.computed == len(data)  # its own cache entries: not PyTorch's rows
+    for name, array in eager.arrays.items():
+        scale = np.abs(array).max()
+        np.testing.assert_allclose(ort.arrays[name], array, rtol=1e-4, atol=1e-4 * scale)
+    # the BatchNorm moments too: every key the forward pass records
+    from transferpilot.features._extract import ForwardOutputs
+
+    keys = ForwardOutputs(tiny, grid).keys
+    shas = [sha for _, sha in data]
+    torch_rows = FeatureCache(tmp_path / "c", cache_key(tiny, grid, "torch")).read(shas, keys)
+    ort_cache = FeatureCache(tmp_path / "c", cache_key(tiny, grid, "onnxruntime"))
+    ort_rows = ort_cache.read(shas, keys)
+    for key in keys:
+        scale = np.abs(torch_rows[key]).max()
+        np.testing.assert_allclose(ort_rows[key], torch_rows[key], rtol=1e-4, atol=1e-4 * scale)
+    graph = ort_cache.dir / "forward.onnx"
+    assert graph.is_file() and len(exports) == 1
+    new = items_of(image_folder(tmp_path / "more", {"c": 3}))
+    extract_features(tiny, data + new, ort_opts)
+    assert len(exports) == 1  # new images reuse the exported graph
+
+
+def test_a_damaged_graph_is_exported_again(tiny: Backbone, data, tmp_path: Path) -> None:
+    extract_features(tiny, data[:2], opts(tmp_path / "c", runtime="onnxruntime"))
+    graph = FeatureCache(tmp_path / "c", cache_key(tiny, 1, "onnxruntime")).dir / "forward.onnx"
+    graph.write_bytes(b"not a graph")
+    feats = extract_features(tiny, data, opts(tmp_path / "c", runtime="onnxruntime"))
+    assert feats.stats.computed == len(data) - 2 and graph.stat().st_size > 1000

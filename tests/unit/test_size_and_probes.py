@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from transferpilot.config import ProfileParams
 from transferpilot.intake import Record
@@ -40,7 +41,8 @@ def test_the_informative_layer_probes_best() -> None:
     signal = (y == "x")[:, None] * 3.0 + rng.normal(size=(120, 4))
     features = {"noise": rng.normal(size=(120, 4)), "signal": signal}
     features["more"] = signal + rng.normal(size=(120, 4))
-    probes = probe_layers(features, y, ["noise", "signal", "more"], ProfileParams(probe_folds=3))
+    settings = ProfileParams(probe_folds=3, cache_dir=None)
+    probes = probe_layers(features, y, ["noise", "signal", "more"], settings)
     # every layer with the SVM, in order; then softmax regression on the two best
     assert [(p.kind, p.layer) for p in probes] == [
         ("svm", "noise"),
@@ -51,6 +53,30 @@ def test_the_informative_layer_probes_best() -> None:
     ]
     scores = {p.layer: p.cv_accuracy for p in probes if p.kind == "svm"}
     assert scores["signal"] > 0.9 > 0.75 > scores["noise"]
+
+
+def test_probe_results_are_kept_by_content_and_reused(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transferpilot.strategies import LinearClassifier
+
+    rng = np.random.default_rng(1)
+    y = np.repeat(["x", "y"], 30)
+    features = {"a": rng.normal(size=(60, 3)), "b": (y == "x")[:, None] + rng.normal(size=(60, 3))}
+    settings = ProfileParams(probe_folds=2, cache_dir=tmp_path)
+    first = probe_layers(features, y, ["a", "b"], settings)
+    fits = []
+    real_fit = LinearClassifier.fit
+    monkeypatch.setattr(LinearClassifier, "fit", lambda *a: fits.append(1) or real_fit(*a))
+    assert probe_layers(features, y, ["a", "b"], settings) == first and not fits  # all kept
+    renamed = probe_layers({"c": features["a"], "b": features["b"]}, y, ["c", "b"], settings)
+    assert renamed[0].layer == "c" and not fits  # the same features under another name
+    probe_layers(features, y, ["a", "b"], settings.model_copy(update={"probe_tol": 1e-3}))
+    assert fits  # other settings: probed again
+    features["a"] = features["a"] + 1e-3
+    fits.clear()
+    probe_layers(features, y, ["a"], settings.model_copy(update={"probe_second_opinion": 0}))
+    assert len(fits) == 1  # changed features: probed again
 
 
 def test_throughput_is_measured_at_the_requested_resolution() -> None:

@@ -28,6 +28,7 @@ from transferpilot.features._extract import (
     extract_to_cache,
     output_names,
     pool,
+    resolve_runtime,
 )
 from transferpilot.features._moments import moment_points, running_stats, unique_points
 from transferpilot.features._table import FeatureMeta, FeatureTable, Moments, write_table
@@ -72,10 +73,10 @@ def fill_cache(
     device: torch.device | None = None,
 ) -> tuple[FeatureCache, ExtractStats]:
     """Compute what ``settings.cache_dir`` lacks for ``(path, sha256)`` items; the cache."""
-    cache = FeatureCache(settings.cache_dir, cache_key(backbone, settings.pool_grid))
-    stats = extract_to_cache(
-        backbone, items, cache, device=device or torch.device("cpu"), opts=settings
-    )
+    device = device or torch.device("cpu")
+    runtime = resolve_runtime(settings.runtime, device)
+    cache = FeatureCache(settings.cache_dir, cache_key(backbone, settings.pool_grid, runtime))
+    stats = extract_to_cache(backbone, items, cache, device=device, opts=settings)
     return cache, stats
 
 

@@ -46,6 +46,7 @@ class CacheKey:
     weights_digest: str
     preprocessing: Mapping[str, Any]
     pool_grid: int
+    runtime: str = "torch"  # features of another runtime differ in the last bits: kept apart
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +55,7 @@ class CacheKey:
             "weights_digest": self.weights_digest,
             "preprocessing": dict(self.preprocessing),
             "pool_grid": self.pool_grid,
+            "runtime": self.runtime,
         }
 
     @property

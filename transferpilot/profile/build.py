@@ -7,9 +7,12 @@ the benchmarks call.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from transferpilot.config import ExtractParams, ProfileParams
 from transferpilot.device import resolve_device
 from transferpilot.features import FeatureTable
 from transferpilot.features._table import ALL, IMAGENET
+from transferpilot.io import write_json
 from transferpilot.layers import LOGITS, PRE_LOGITS
 from transferpilot.profile import (
     Profile,
@@ -35,6 +39,21 @@ from transferpilot.profile._probes import LINEAR_KINDS, LayerProbe
 from transferpilot.zoo import Backbone
 
 log = logging.getLogger(__name__)
+
+
+def _probe_key(X: np.ndarray, y: np.ndarray, kind: str, settings: ProfileParams) -> str:
+    """What makes a probe's result reusable: the exact rows and labels, the classifier and
+    its settings, scikit-learn's version."""
+    import sklearn
+
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(X, dtype=np.float32).tobytes())
+    digest.update("\x00".join(map(str, y)).encode())
+    fields = ("probe_c_grid", "probe_folds", "probe_max_iter", "probe_tol", "seed")
+    recipe = {"kind": kind, "sklearn": sklearn.__version__, "shape": list(X.shape)}
+    recipe |= {f: getattr(settings, f) for f in fields}
+    digest.update(json.dumps(recipe, sort_keys=True, default=list).encode())
+    return digest.hexdigest()[:32]
 
 
 def build_profile(
@@ -131,6 +150,13 @@ def probe_layers(
     def probe(layer: str, kind: str) -> LayerProbe:
         start = time.perf_counter()
         X = linear_inputs(layer, np.asarray(features[layer])[rows])
+        key = _probe_key(X, y[rows], kind, settings)
+        cached = settings.cache_dir / "probes" / f"{key}.json" if settings.cache_dir else None
+        if cached is not None and cached.is_file():
+            try:
+                return replace(LayerProbe(**json.loads(cached.read_text())), layer=layer)
+            except (ValueError, TypeError):
+                log.warning("%s: unreadable probe record, probing again", cached)
         fitted = LinearClassifier(
             kind,
             settings.probe_c_grid,
@@ -140,8 +166,11 @@ def probe_layers(
             n_jobs=-1,
             tol=settings.probe_tol,
         ).fit(X, y[rows])
-        log.debug("probe %s %s: %.1f s", kind, layer, time.perf_counter() - start)
-        return LayerProbe(layer, X.shape[1], fitted.cv_accuracy_, fitted.best_C_, len(rows), kind)
+        log.info("probe %s on %s: %.1f s", kind, layer, time.perf_counter() - start)
+        result = LayerProbe(layer, X.shape[1], fitted.cv_accuracy_, fitted.best_C_, len(rows), kind)
+        if cached is not None:
+            write_json(cached, asdict(result))
+        return result
 
     results = [probe(layer, settings.probe) for layer in layers]
     other = next(k for k in LINEAR_KINDS if k != settings.probe)
