@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,9 +20,10 @@ import numpy as np
 
 from benchmarks._common import SHARED, machine, print_table, stamp, write_results
 from transferpilot.config import ExtractParams, PrepareParams, TrainParams
-from transferpilot.features import extract_features
+from transferpilot.decide import Decision
+from transferpilot.features import FeatureTable, write_table
 from transferpilot.intake import prepare_dataset
-from transferpilot.strategies import LinearClassifier
+from transferpilot.strategies import get_strategy
 from transferpilot.zoo import create_backbone
 
 
@@ -38,39 +40,40 @@ def main() -> None:
     rows, results = [], []
     for folder in datasets:
         intake = prepare_dataset(PrepareParams(source=folder))
-        items = [(r.path, r.sha256) for r in intake.records]
         start = time.perf_counter()
-        feats = extract_features(backbone, items, ExtractParams(cache_dir=args.cache))
-        extract_s = time.perf_counter() - start
-        X = feats.arrays[args.layer]
-        y = np.array([r.label for r in intake.records])
-        train = np.array([r.split == "train" for r in intake.records])
-        val = np.array([r.split == "val" for r in intake.records])
-        entry = {
-            "dataset": folder.name,
-            "images": len(items),
-            "classes": len(intake.classes),
-            "extract_s": extract_s,
-            "computed": feats.stats.computed,
-        }
-        for strategy in ("linear", "svm"):
-            probe = LinearClassifier.from_settings(strategy, TrainParams())
-            start = time.perf_counter()
-            probe.fit(X[train], y[train])
-            fit_s = time.perf_counter() - start
-            acc = float((probe.predict(X[val]) == y[val]).mean())
-            entry[strategy] = {
-                "val_accuracy": acc,
-                "cv_accuracy": probe.cv_accuracy_,
-                "C": probe.best_C_,
-                "fit_s": fit_s,
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = ExtractParams(cache_dir=args.cache)
+            meta, stats = write_table(backbone, intake.records, Path(tmp), settings)
+            extract_s = time.perf_counter() - start
+            table = FeatureTable(intake.records, meta, Path(tmp))
+            train, val = table.split == "train", np.flatnonzero(table.split == "val")
+            entry = {
+                "dataset": folder.name,
+                "images": len(intake.records),
+                "classes": len(intake.classes),
+                "extract_s": extract_s,
+                "computed": stats.computed,
             }
+            for kind in ("linear", "svm"):  # the train stage's strategies, through their protocol
+                plan = Decision(
+                    "-", "-", "-", kind, args.layer, "benchmark", TrainParams().for_strategy(kind)
+                )
+                start = time.perf_counter()
+                head = get_strategy(kind)(backbone, plan).fit(table, train, table.split == "val")
+                fit_s = time.perf_counter() - start
+                predicted = np.asarray(head.classes_)[head.predict_proba(table, val).argmax(1)]
+                entry[kind] = {
+                    "val_accuracy": float((predicted == table.labels[val]).mean()),
+                    "cv_accuracy": head.summary_["cv_accuracy"],
+                    "C": head.summary_["best_C"],
+                    "fit_s": fit_s,
+                }
         results.append(entry)
         rows.append(
             [
                 folder.name,
-                len(items),
-                f"{extract_s:.1f} ({feats.stats.computed} new)",
+                entry["images"],
+                f"{extract_s:.1f} ({entry['computed']} new)",
                 f"{entry['linear']['val_accuracy']:.3f}",
                 f"{entry['linear']['fit_s']:.1f}",
                 f"{entry['svm']['val_accuracy']:.3f}",

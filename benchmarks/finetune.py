@@ -24,34 +24,18 @@ import numpy as np
 
 from benchmarks._common import SHARED, machine, print_table, stamp, write_results
 from transferpilot.assess import assess_folder
-from transferpilot.config import DecideParams, Params, TrainParams
+from transferpilot.config import DecideParams, Params
 from transferpilot.decide import choose_strategy
-from transferpilot.features import extract_features, linear_inputs
-from transferpilot.finetune import Finetuner
+from transferpilot.features import FeatureTable, write_table
 from transferpilot.intake import prepare_dataset
-from transferpilot.strategies import LinearClassifier
+from transferpilot.strategies import get_strategy
 from transferpilot.zoo import PRE_LOGITS, create_backbone
 
 
-def best_probe(params: Params, folder: Path, backbone, layers: list[str]) -> tuple[str, str, float]:
-    """Best val accuracy of both linear strategies on ``layers`` (features at default size)."""
-    intake = prepare_dataset(params.prepare.model_copy(update={"source": folder}))
-    feats = extract_features(
-        backbone,
-        [(r.path, r.sha256) for r in intake.records],
-        params.extract,
-    )
-    y = np.array([r.label for r in intake.records])
-    tr = np.array([r.split == "train" for r in intake.records])
-    best = ("", "", -1.0)
-    for layer in layers:
-        for strategy in ("linear", "svm"):
-            X = linear_inputs(layer, feats.arrays[layer])
-            est = LinearClassifier.from_settings(strategy, TrainParams()).fit(X[tr], y[tr])
-            acc = float((est.predict(X[~tr]) == y[~tr]).mean())
-            if acc > best[2]:
-                best = (strategy, layer, acc)
-    return best
+def _fit(backbone, decision, table: FeatureTable, ckpt: Path):
+    """Train ``decision``'s plan through the strategy protocol, as the train stage does."""
+    strategy = get_strategy(decision.strategy)(backbone, decision, checkpoint_dir=ckpt)
+    return strategy.fit(table, table.split == "train", table.split == "val")
 
 
 def run(name: str, input_size: int | None, epochs: int | None, probe: bool) -> dict:
@@ -62,46 +46,40 @@ def run(name: str, input_size: int | None, epochs: int | None, probe: bool) -> d
     train_params = params.train.model_copy(update={"input_size": input_size, "epochs": epochs})
     decision = choose_strategy(assessment.profile, DecideParams(strategy="finetune"), train_params)
     intake = prepare_dataset(params.prepare.model_copy(update={"source": folder}))
-    train = [r for r in intake.records if r.split == "train"]
-    val = [r for r in intake.records if r.split == "val"]
-    codes = None  # at another resolution the Finetuner computes the codes for its LP-FT head
-    if input_size is None:
-        items = [(r.path, r.sha256) for r in train]
-        codes = extract_features(backbone, items, params.extract).arrays[PRE_LOGITS]
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as ckpt:
-        tuner = Finetuner(
-            backbone,
-            decision.train,
-            frozen_layers=decision.frozen_layers,
-            checkpoint_dir=Path(ckpt),
-        ).fit(
-            [r.path for r in train],
-            [r.label for r in train],
-            [r.path for r in val],
-            [r.label for r in val],
-            codes=codes,
-        )
-    seconds = time.perf_counter() - start
-    result = tuner.result_
-    entry = {
-        "dataset": name,
-        "input_size": input_size or backbone.data_config.input_size[1],
-        "epochs_planned": decision.train.epochs,
-        "epochs_run": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "val_accuracy": result.best_val_accuracy,
-        "frozen": tuner.frozen_patterns(),
-        "lr_ratio": decision.train.lr_ratio,
-        "seconds": seconds,
-        "train_images_per_s": float(np.median([h.images_per_s for h in result.history])),
-        "history": [vars(h) for h in result.history],
-    }
-    if probe:
-        probes = sorted(assessment.profile.probes, key=lambda p: -p.cv_accuracy)
-        layers = list(dict.fromkeys([probes[0].layer, PRE_LOGITS]))  # the CV-best layer + codes
-        strategy, layer, acc = best_probe(params, folder, backbone, layers)
-        entry["best_probe"] = {"strategy": strategy, "layer": layer, "val_accuracy": acc}
+    with tempfile.TemporaryDirectory() as tmp:
+        meta, _ = write_table(backbone, intake.records, Path(tmp), params.extract)
+        table = FeatureTable(intake.records, meta, Path(tmp))
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory() as ckpt:
+            tuned = _fit(backbone, decision, table, Path(ckpt))
+        seconds = time.perf_counter() - start
+        result = tuned.tuner.result_
+        entry = {
+            "dataset": name,
+            "input_size": tuned.summary_["input_size"],
+            "epochs_planned": decision.train.epochs,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "val_accuracy": result.best_val_accuracy,
+            "frozen": tuned.summary_["frozen"],
+            "lr_ratio": decision.train.lr_ratio,
+            "seconds": seconds,
+            "train_images_per_s": float(np.median([h.images_per_s for h in result.history])),
+            "history": [vars(h) for h in result.history],
+        }
+        if probe:  # both linear strategies on the CV-best layer and the codes, scored on val
+            probes = sorted(assessment.profile.probes, key=lambda p: -p.cv_accuracy)
+            val = np.flatnonzero(table.split == "val")
+            best = ("", "", -1.0)
+            for layer in dict.fromkeys([probes[0].layer, PRE_LOGITS]):
+                for kind in ("linear", "svm"):
+                    rules = DecideParams(strategy=kind, layer=layer)
+                    plan = choose_strategy(assessment.profile, rules, params.train)
+                    head = _fit(backbone, plan, table, Path(tmp))
+                    predicted = np.asarray(head.classes_)[head.predict_proba(table, val).argmax(1)]
+                    acc = float((predicted == table.labels[val]).mean())
+                    best = max(best, (kind, layer, acc), key=lambda b: b[2])
+            entry["best_probe"] = {"strategy": best[0], "layer": best[1], "val_accuracy": best[2]}
     return entry
 
 
