@@ -29,7 +29,7 @@ from transferpilot.config import ExtractParams
 from transferpilot.features._extract import MEAN_PREFIX, SQ_PREFIX, ExtractStats, output_names
 from transferpilot.features._moments import moment_points, running_stats, unique_points
 from transferpilot.intake import Record, read_manifest
-from transferpilot.io import read_json, save_npy, write_json
+from transferpilot.io import read_json, save_npy, save_npz, write_json
 from transferpilot.zoo import Backbone
 
 IMAGENET = "imagenet"
@@ -155,8 +155,12 @@ def write_table(
     mean.append(zeros + np.concatenate([imagenet[b][0].double().numpy() for b in bns] or [zeros]))
     var.append(zeros + np.concatenate([imagenet[b][1].double().numpy() for b in bns] or [zeros]))
     count.append(0)
-    with open(out / "moments.npz", "wb") as fh:
-        np.savez(fh, mean=np.stack(mean), var=np.stack(var), count=np.asarray(count, np.int64))
+    save_npz(
+        out / "moments.npz",
+        mean=np.stack(mean),
+        var=np.stack(var),
+        count=np.asarray(count, np.int64),
+    )
     head = backbone.head()
     if head is not None:  # ImageNet class prototypes, for the profile step
         save_npy(out / "imagenet_head.npy", head.weight.detach().float().cpu().numpy())
