@@ -42,7 +42,7 @@ run: $(STAMP) data/digits
 	transferpilot run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=20
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
@@ -62,6 +62,7 @@ format: $(STAMP)
 BENCH_BUDGET_MINUTES ?= 20
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.extract
+	$(BIN)/python -m benchmarks.profile_cache
 	$(BIN)/python -m benchmarks.feature_classifiers
 	$(BIN)/python -m benchmarks.finetune
 	$(BIN)/python -m benchmarks.decision_quality --budget-minutes $(BENCH_BUDGET_MINUTES)
