@@ -36,16 +36,16 @@ def onnx_export(
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
+            common = {"input_names": ["image"], "output_names": names}
             try:
                 torch.onnx.export(
                     module,
                     (example,),
                     tmp,
-                    input_names=["image"],
-                    output_names=names,
                     dynamic_axes={n: {0: "batch"} for n in ["image", *names]},
                     dynamo=False,
                     opset_version=17,
+                    **common,
                 )
             except Exception as err:  # an operator the TorchScript exporter cannot express
                 log.info("ONNX export through dynamo (%s)", str(err).splitlines()[0][:120])
@@ -53,12 +53,10 @@ def onnx_export(
                     module,
                     (example,),
                     tmp,
-                    input_names=["image"],
-                    output_names=names,
                     dynamic_shapes=({0: "batch"},),
                     dynamo=True,
                     external_data=False,
-                    verbose=False,
+                    **common,
                 )
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
