@@ -3,7 +3,7 @@
     python -m benchmarks.overhead
 
 The same work three ways, in one run, each in a fresh copy of the project
-(its own empty feature cache, the embedded default data, git + DVC):
+(its own empty feature, probe and throughput caches, the embedded default data, git + DVC):
 
 1. direct: one Python process calls every stage function in DVC's order;
 2. ``dvc repro``;
@@ -61,6 +61,7 @@ def env() -> dict[str, str]:
 def sh(cmd: list[str], cwd: Path, api: str | None = None) -> float:
     start = time.perf_counter()
     environ = env() | ({"PREFECT_API_URL": api} if api else {})
+    environ["TRANSFERPILOT_CACHE"] = str(cwd / ".user-cache")  # throughput: measured per copy
     result = subprocess.run(cmd, cwd=cwd, env=environ, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{cmd} failed in {cwd}:\n{result.stdout}\n{result.stderr}")
