@@ -6,7 +6,6 @@ gives the same file) for ``dvc plots``."""
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
 
     from transferpilot.decide import Decision
     from transferpilot.features import FeatureTable
-    from transferpilot.finetune import EpochLog
     from transferpilot.zoo import Backbone, DataConfig
 
 #: Per-epoch curves, one row per epoch (``dvc plots`` reads it).
@@ -42,21 +40,13 @@ class Finetune:
         from transferpilot.finetune import Finetuner
 
         self.backbone = backbone
-        self.history_: list[EpochLog] = []
-        on_epoch: Callable[[EpochLog], None] | None = context.get("on_epoch")
-
-        def record(entry: EpochLog) -> None:
-            self.history_.append(entry)
-            if on_epoch is not None:
-                on_epoch(entry)
-
         self.tuner = Finetuner(
             backbone,
             decision.train,
             frozen_layers=decision.frozen_layers,
             device=context.get("device"),
             checkpoint_dir=context.get("checkpoint_dir"),
-            on_epoch=record,
+            on_epoch=context.get("on_epoch"),
         )
 
     def fit(self, table: FeatureTable, train: np.ndarray, val: np.ndarray) -> Finetune:
