@@ -13,7 +13,7 @@ with the pipeline), :func:`~transferpilot.profile.build.build_profile`, the deci
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,9 @@ class Assessment:
             "frozen_layers": decision.frozen_layers,
             "train": decision.train.model_dump(mode="json"),
             "reason": decision.reason,
+            "candidates": [asdict(c) for c in decision.candidates],
+            "baseline_score": decision.baseline_score,
+            "transfer_gain": decision.transfer_gain,
             "similarity_parts": {
                 "certainty": sim.certainty,
                 "overlap": sim.overlap,

@@ -187,6 +187,18 @@ def _print_profile(summary: dict) -> None:
             "" if row["overlap"] is None else f"{row['overlap']:.2f}",
         )
     console.print(table)
+    candidates = Table(box=None, padding=(0, 2), title="candidates (held-in CV accuracy)")
+    for col in ("strategy", "input", "score", "cost", "verdict"):
+        candidates.add_column(col, justify="right" if col in ("score", "cost") else "left")
+    for c in summary["candidates"]:
+        candidates.add_row(
+            c["strategy"],
+            c["layer"] if c["transfer"] else "raw pixels",
+            "" if c["score"] is None else f"{c['score']:.3f} ± {c['spread']:.3f}",
+            "" if c["minutes"] is None else f"{c['minutes']:.1f} min",
+            c["verdict"],
+        )
+    console.print(candidates)
     console.print(f"[bold]{summary['strategy']}[/bold] on {summary['layer']}")
     console.print(summary["reason"], soft_wrap=False)
 

@@ -124,6 +124,9 @@ class ProfileParams(Section):
     probe_c_grid: tuple[Annotated[float, Field(gt=0)], ...] = Field(
         (0.001, 0.01, 0.1), min_length=1
     )
+    kernel_c_grid: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+        (1.0, 10.0, 100.0), min_length=1, description="the no-transfer baseline's C values"
+    )
     probe_folds: int = Field(3, ge=2, le=10)
     probe_max_images: int = Field(2000, ge=20, description="training images probed, at most")
     # The probes rank layers, they do not ship: a loose tolerance and few iterations.
@@ -149,7 +152,7 @@ class ProfileParams(Section):
 class DecideParams(Section):
     """The rules that turn the profile into a strategy (and the manual override)."""
 
-    strategy: Literal["auto", "linear", "svm", "finetune"] = "auto"
+    strategy: Literal["auto", "linear", "svm", "finetune", "baseline"] = "auto"
     layer: str | None = Field(None, description="override the layer of linear/svm")
     large_images_per_class: int = Field(
         200, ge=1, description="median training images per class from which a dataset is large"
@@ -157,6 +160,11 @@ class DecideParams(Section):
     similarity_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     budget_minutes: float | None = Field(
         60.0, gt=0, description="time you will spend on training; null = no limit"
+    )
+    train_images_per_s: float | None = Field(
+        None,
+        gt=0,
+        description="pin this machine's fine-tuning speed for the budget; null = measured once",
     )
     finetune_epochs: int = Field(10, ge=1, description="fine-tuning epochs planned (and budgeted)")
     lr_ratio_similar: float = Field(
@@ -174,6 +182,8 @@ def _read_by(*strategies: str) -> dict[str, Any]:
 
 
 LINEAR = _read_by("linear", "svm")
+KERNEL = _read_by("baseline")
+HEADS = _read_by("linear", "svm", "baseline")
 FINETUNE = _read_by("finetune")
 
 
@@ -191,14 +201,20 @@ class TrainParams(Section):
         description="linear/svm: C values tried by CV (features are standardised first)",
         json_schema_extra=LINEAR,
     )
+    kernel_c_grid: tuple[Annotated[float, Field(gt=0)], ...] = Field(
+        (1.0, 10.0, 100.0),
+        min_length=1,
+        description="baseline: C values of the RBF-kernel SVM on raw pixels",
+        json_schema_extra=KERNEL,
+    )
     cv_folds: int = Field(
         5,
         ge=2,
         le=20,
-        description="linear/svm: stratified folds to choose C",
-        json_schema_extra=LINEAR,
+        description="linear/svm/baseline: stratified folds to choose C",
+        json_schema_extra=HEADS,
     )
-    max_iter: int = Field(2000, ge=10, json_schema_extra=LINEAR)
+    max_iter: int = Field(2000, ge=10, json_schema_extra=HEADS)
     seed: int = 0
     # fine-tuning
     epochs: int | None = Field(

@@ -14,8 +14,18 @@ large      ``finetune``: leading layers that already     ``finetune`` the whole 
 Size: the median number of training images per class against
 ``decide.large_images_per_class``. Similarity: the profile's score against
 ``decide.similarity_threshold``. A compute budget can veto fine-tuning (the
-estimate comes from throughput measured on this machine); ``decide.strategy``
-and ``decide.layer`` override the choice, and the reason says so.
+estimate comes from throughput measured once on this machine and cached, or
+pinned as ``decide.train_images_per_s``); ``decide.strategy`` and
+``decide.layer`` override the choice, and the reason says so.
+
+The table is the *prior*. Where it picks a classifier on cached features, every
+such candidate the profile cross-validated on held-in training rows competes —
+softmax regression and the linear SVM on each layer, and the no-transfer
+baseline (softmax regression and an RBF-kernel SVM on the raw pixels, strategy
+``baseline``) — and the rule's pick is kept unless another candidate beats it
+by more than one standard error of its CV accuracy. Every candidate, its score
+± spread, its cost and why it was not chosen are in ``decision.candidates``;
+``transfer_gain`` is the chosen candidate's CV accuracy minus the baseline's.
 
 >>> decision = choose_strategy(profile, DecideParams())  # doctest: +SKIP
 >>> decision.strategy, decision.layer  # doctest: +SKIP
@@ -30,8 +40,33 @@ from typing import Any
 from transferpilot._registry import JsonData
 from transferpilot.config import DecideParams, TrainParams
 from transferpilot.errors import ConfigError
-from transferpilot.layers import PRE_LOGITS, TOP_LAYERS
+from transferpilot.layers import PIXELS, PRE_LOGITS, TOP_LAYERS, is_transfer
 from transferpilot.profile import LayerProbe, Profile, training_size
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to train that the decision weighed.
+
+    ``score``: cross-validated accuracy on held-in training rows (``None`` where
+    not measured: fine-tuning is not trialled yet); ``spread``: its standard
+    deviation over the folds; ``minutes``: the estimated training time where it
+    matters (fine-tuning); ``verdict``: ``chosen``, or why not.
+    """
+
+    strategy: str
+    layer: str
+    score: float | None
+    spread: float | None
+    folds: int
+    minutes: float | None
+    transfer: bool
+    verdict: str = ""
+
+    @property
+    def label(self) -> str:
+        what = _NAMES.get(self.strategy, self.strategy)
+        return f"{what} on {'the raw pixels' if self.layer == PIXELS else self.layer}"
 
 
 @dataclass(frozen=True)
@@ -55,6 +90,9 @@ class Decision(JsonData):
     frozen_layers: list[str] = field(default_factory=list)
     evidence: dict[str, Any] = field(default_factory=dict)
     overridden: bool = False
+    candidates: list[Candidate] = field(default_factory=list)
+    baseline_score: float | None = None  # the best no-transfer candidate's CV accuracy
+    transfer_gain: float | None = None  # the chosen candidate's CV accuracy minus that
 
 
 def _best(probes: list[LayerProbe]) -> LayerProbe:
@@ -87,8 +125,9 @@ def _linear_plan(
     best = _best(layers)
     scores = ", ".join(f"{p.layer} {p.cv_accuracy:.3f}" for p in layers)
     what = f"layer {best.layer}, the best of the probed layers ({scores})"
-    mine = [p for p in profile.probes if p.kind == strategy]
-    theirs = [p for p in profile.probes if p.kind != strategy]
+    transfer = [p for p in profile.probes if is_transfer(p.layer)]
+    mine = [p for p in transfer if p.kind == strategy]
+    theirs = [p for p in transfer if p.kind != strategy]
     if mine and best.kind != strategy:
         best = _best(mine)  # the layers were probed with the other kind
     if either_kind and mine and theirs:
@@ -104,7 +143,12 @@ def _linear_plan(
     return strategy, best.layer, best, what
 
 
-_NAMES = {"svm": "linear SVM", "linear": "softmax regression"}
+_NAMES = {
+    "svm": "linear SVM",
+    "linear": "softmax regression",
+    "baseline": "RBF-kernel SVM",
+    "finetune": "fine-tuning",
+}
 
 
 def _frozen_layers(profile: Profile, rules: DecideParams, similar: bool) -> list[str]:
@@ -128,14 +172,25 @@ def finetune_size(profile: Profile) -> int | None:
     return None
 
 
-def finetune_minutes(profile: Profile, epochs: int) -> float | None:
-    """Estimated fine-tuning time: epochs x (train images / train rate + val / eval rate)."""
+def training_rates(profile: Profile, pinned: float | None = None) -> tuple[float, float] | None:
+    """(train, eval) images/s the budget rule uses: ``pinned`` (``decide.train_images_per_s``;
+    inference taken as 3x that) or the profile's measurement; ``None`` when neither."""
+    if pinned:
+        return pinned, 3.0 * pinned
     t = profile.throughput
     if t is None or t.train_images_per_s <= 0:
         return None
+    return t.train_images_per_s, max(t.eval_images_per_s, 1e-9)
+
+
+def finetune_minutes(profile: Profile, epochs: int, pinned: float | None = None) -> float | None:
+    """Estimated fine-tuning time: epochs x (train images / train rate + val / eval rate)."""
+    rates = training_rates(profile, pinned)
+    if rates is None:
+        return None
     n_train = profile.size.n_train
     n_eval = profile.size.n_images - n_train
-    per_epoch = n_train / t.train_images_per_s + n_eval / max(t.eval_images_per_s, 1e-9)
+    per_epoch = n_train / rates[0] + n_eval / rates[1]
     return epochs * per_epoch / 60.0
 
 
@@ -185,8 +240,13 @@ def choose_strategy(
             if p.kind != profile.probe_kind
         },
     }
-    estimate = finetune_minutes(profile, rules.finetune_epochs)
+    estimate = finetune_minutes(profile, rules.finetune_epochs, rules.train_images_per_s)
     evidence["finetune_minutes_estimate"] = estimate
+    rates = training_rates(profile, rules.train_images_per_s)
+    evidence["train_images_per_s"] = None if rates is None else rates[0]
+    evidence["throughput_source"] = (
+        "pinned" if rules.train_images_per_s else ("measured" if rates else None)
+    )
     notes: list[str] = []
     strategy = auto
     if rules.strategy != "auto":
@@ -202,11 +262,14 @@ def choose_strategy(
         strategy = "svm"  # the best probe of either kind: see _linear_plan
         notes.append(
             f"Fine-tuning would take about {estimate:.0f} min ({rules.finetune_epochs} epochs at "
-            f"{profile.throughput.train_images_per_s:.1f} training images/s here"
+            f"{rates[0] if rates else 0:.1f} training images/s"
+            f"{' (pinned)' if rules.train_images_per_s else ' here'}"
             f"{_at(finetune_size(profile))}), over the "
             f"{rules.budget_minutes:g} min budget: using the best probe that fits instead."
         )
     frozen: list[str] = []
+    chosen: LayerProbe | None = None
+    switched = ""
     if strategy == "finetune":
         frozen = _frozen_layers(profile, rules, similar)
         ratio = rules.lr_ratio_similar if similar else rules.lr_ratio_different
@@ -228,22 +291,57 @@ def choose_strategy(
                 f" (estimated {estimate:.0f} min for {rules.finetune_epochs} epochs here"
                 f"{_at(plan.input_size)})"
             )
+    elif strategy == "baseline":
+        layer, probe = PIXELS, profile.probe(PIXELS, "kernel")
+        action = "train the no-transfer baseline, an RBF-kernel SVM on the raw pixels"
+        if probe is not None:
+            action += f"; it cross-validates {_score(probe)}"
+        chosen = probe
+        plan = train.for_strategy(strategy)
     else:
         either = rules.strategy == "auto" and not rules.layer and strategy == "svm"
         strategy, layer, probe, what = _linear_plan(profile, strategy, either_kind=either)
         if rules.layer:
             layer, probe = _check_layer(rules.layer, profile), profile.probe(rules.layer)
             what = f"layer {layer} (manual override)"
-        kind = (
-            "a linear classifier (softmax regression)" if strategy == "linear" else "a linear SVM"
-        )
+        elif rules.strategy == "auto":
+            rival = _evidence_pick(profile, probe)
+            if rival is not None and probe is not None:
+                switched = (
+                    f" The table's pick would be a {_NAMES[strategy]} on {layer} "
+                    f"({_score(probe)}); the {_NAMES[rival.strategy]} on "
+                    f"{'the raw pixels' if rival.layer == PIXELS else rival.layer} beats it by "
+                    f"{rival.cv_accuracy - probe.cv_accuracy:.3f}, more than one standard error."
+                )
+                strategy, layer, probe = rival.strategy, rival.layer, rival
+                what = (
+                    "the raw pixels: no transfer, the pretrained features do not help here"
+                    if layer == PIXELS
+                    else f"layer {layer}, the best of every candidate on held-in data"
+                )
+        kind = {
+            "linear": "a linear classifier (softmax regression)",
+            "svm": "a linear SVM",
+            "baseline": "an RBF-kernel SVM",
+        }[strategy]
         action = f"train {kind} on {what}"
         if probe is not None:
-            action += f"; its cross-validated probe accuracy is {probe.cv_accuracy:.3f}"
+            action += f"; it cross-validates {_score(probe)} on held-in training data"
+        chosen = probe
         plan = train.for_strategy(strategy)
-    reason = f"{size_words}, {sim_words}. Decision: {action}."
+    reason = f"{size_words}, {sim_words}. Decision: {action}." + switched
     if notes:
         reason += " " + " ".join(notes)
+    candidates = _candidates(profile, strategy, layer, chosen, estimate, rules, large)
+    baseline = max((p.cv_accuracy for p in profile.baseline_probes), default=None)
+    gain = None
+    if chosen is not None and baseline is not None:
+        gain = chosen.cv_accuracy - baseline
+        if gain < 0 and strategy != "baseline":
+            reason += (
+                f" The no-transfer baseline cross-validates {baseline:.3f}, "
+                f"{-gain:.3f} above this choice."
+            )
     return Decision(
         quadrant=f"{size}/{domain}",
         size=size,
@@ -255,4 +353,78 @@ def choose_strategy(
         frozen_layers=frozen,
         evidence=evidence,
         overridden=rules.strategy != "auto" or bool(rules.layer),
+        candidates=candidates,
+        baseline_score=baseline,
+        transfer_gain=gain,
     )
+
+
+def _score(probe: LayerProbe) -> str:
+    spread = f" ± {probe.cv_std:.3f}" if probe.folds else ""
+    return f"{probe.cv_accuracy:.3f}{spread} ({probe.folds or 'k'}-fold CV)"
+
+
+def _evidence_pick(profile: Profile, prior: LayerProbe | None) -> LayerProbe | None:
+    """The head candidate that beats the table's pick ``prior`` by more than one standard
+    error of its own CV accuracy, if any (the best such); ties keep the prior."""
+    if prior is None:
+        return None
+    best = max(reversed(profile.probes), key=lambda p: p.cv_accuracy, default=None)
+    if best is None or best is prior:
+        return None
+    if best.cv_accuracy - prior.cv_accuracy > max(best.standard_error, 1e-9):
+        return best
+    return None
+
+
+def _candidates(
+    profile: Profile,
+    strategy: str,
+    layer: str,
+    chosen: LayerProbe | None,
+    estimate: float | None,
+    rules: DecideParams,
+    large: bool,
+) -> list[Candidate]:
+    """Every candidate weighed, best score first, with its verdict."""
+    manual = rules.strategy != "auto" or bool(rules.layer)
+    top = chosen.cv_accuracy if chosen is not None else None
+    rows: list[Candidate] = []
+    for p in sorted(profile.probes, key=lambda p: -p.cv_accuracy):
+        if p.strategy == strategy and p.layer == layer:
+            verdict = "chosen"
+        elif manual:
+            verdict = "not chosen: set by hand in params.yaml"
+        elif strategy == "finetune":
+            verdict = "large dataset: fine-tuning preferred (the table's rule)"
+        elif top is not None and p.cv_accuracy > top:
+            verdict = (
+                f"+{p.cv_accuracy - top:.3f}, within one standard error: the table's pick kept"
+            )
+        else:
+            verdict = f"lower held-in score ({p.cv_accuracy - (top or 0):+.3f})"
+        rows.append(
+            Candidate(
+                p.strategy,
+                p.layer,
+                p.cv_accuracy,
+                p.cv_std,
+                p.folds,
+                None,
+                is_transfer(p.layer),
+                verdict,
+            )
+        )
+    if strategy == "finetune":
+        verdict = "chosen"
+    elif manual:
+        verdict = "not chosen: set by hand in params.yaml"
+    elif large and estimate is not None and rules.budget_minutes is not None:
+        verdict = f"over the {rules.budget_minutes:g} min budget"
+    else:
+        verdict = (
+            f"small dataset (median < {rules.large_images_per_class} images per class): "
+            "a classifier on cached features instead (not trialled)"
+        )
+    rows.append(Candidate("finetune", PRE_LOGITS, None, None, 0, estimate, True, verdict))
+    return rows

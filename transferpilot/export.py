@@ -31,8 +31,9 @@ from torch import nn
 
 from transferpilot._onnx import onnx_export
 from transferpilot.errors import ModelError
-from transferpilot.features import pool
+from transferpilot.features import pixel_codes, pool
 from transferpilot.images import open_rgb
+from transferpilot.layers import PIXELS
 from transferpilot.predict import Guess, Prediction
 from transferpilot.zoo import LOGITS, DataConfig
 
@@ -52,12 +53,16 @@ def linear_layer(estimator: Any) -> nn.Linear:
     models have one row of weights; it becomes two rows (``±w/2`` for logistic,
     ``±w`` for the SVM), as their ``predict_proba`` reads the margin.
     """
-    pipeline = estimator.model_
-    scaler, clf = pipeline.named_steps["scale"], pipeline.named_steps["clf"]
-    coef = np.asarray(clf.coef_, dtype=np.float64)
-    bias = np.asarray(clf.intercept_, dtype=np.float64).reshape(-1)
+    scaler = estimator.model_.named_steps["scale"]
     mean = np.asarray(scaler.mean_ if scaler.with_mean else 0.0, dtype=np.float64)
     scale = np.asarray(scaler.scale_ if scaler.with_std else 1.0, dtype=np.float64)
+    return _linear(estimator, mean, scale)
+
+
+def _linear(estimator: Any, mean: Any = 0.0, scale: Any = 1.0) -> nn.Linear:
+    clf = estimator.model_.named_steps["clf"]
+    coef = np.asarray(clf.coef_, dtype=np.float64)
+    bias = np.asarray(clf.intercept_, dtype=np.float64).reshape(-1)
     weight = coef / scale
     bias = bias - (weight * mean).sum(axis=1)
     if weight.shape[0] == 1:
@@ -71,6 +76,34 @@ def linear_layer(estimator: Any) -> nn.Linear:
     return layer
 
 
+class NystroemMap(nn.Module):
+    """scikit-learn's :class:`~sklearn.kernel_approximation.Nystroem` (RBF) as tensors:
+    ``exp(-gamma * |x - c|^2) @ normalization.T``."""
+
+    def __init__(self, nystroem: Any) -> None:
+        super().__init__()
+        for name, value in (
+            ("components", nystroem.components_),
+            ("normalization", nystroem.normalization_.T),
+        ):
+            self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=torch.float32))
+        self.gamma = float(nystroem.gamma)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.components
+        sq = (x * x).sum(1, keepdim=True) - 2 * x @ c.T + (c * c).sum(1)
+        return torch.exp(-self.gamma * sq.clamp_min(0)) @ self.normalization
+
+
+def head_module(estimator: Any) -> nn.Module:
+    """A fitted :class:`~transferpilot.strategies.LinearClassifier` as a module whose
+    softmax is its ``predict_proba``: one ``nn.Linear``, after the Nyström map for ``kernel``."""
+    steps = estimator.model_.named_steps
+    if "map" in steps:
+        return nn.Sequential(NystroemMap(steps["map"]), _linear(estimator))
+    return linear_layer(estimator)
+
+
 class _Normalise(nn.Module):
     def __init__(self, data_config: DataConfig) -> None:
         super().__init__()
@@ -82,7 +115,8 @@ class _Normalise(nn.Module):
 
 
 class FeatureClassifier(nn.Module):
-    """Pretrained features at one layer, pooled as in extraction, then a linear head."""
+    """Pretrained features at one layer, pooled as in extraction, then a head (or the
+    raw pixels, for the no-transfer baseline)."""
 
     def __init__(
         self,
@@ -97,7 +131,10 @@ class FeatureClassifier(nn.Module):
         self.features, self.layer, self.head, self.pool_grid = features, layer, head, pool_grid
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = pool(self.features(self.normalise(image))[self.layer], self.pool_grid)
+        x = self.normalise(image)
+        if self.layer == PIXELS:  # no transfer: the pretrained network is not in the graph
+            return self.head(pixel_codes(x)).softmax(-1)
+        x = pool(self.features(x)[self.layer], self.pool_grid)
         if self.layer == LOGITS:  # the linear model reads log-probabilities (linear_inputs)
             x = x.log_softmax(-1)
         return self.head(x).softmax(-1)

@@ -11,6 +11,15 @@ PRE_LOGITS = "pre_logits"
 LOGITS = "logits"
 #: The top of the network, where the seed's "linear classifier on CNN codes" reads.
 TOP_LAYERS = (PRE_LOGITS, LOGITS)
+#: No transfer at all: the network's (normalised) input, average-pooled to
+#: ``PIXEL_GRID`` x ``PIXEL_GRID`` x 3. The baseline every transfer has to beat.
+PIXELS = "pixels"
+PIXEL_GRID = 16
+
+
+def is_transfer(layer: str) -> bool:
+    """Whether a classifier on ``layer`` uses the pretrained network (all but ``pixels``)."""
+    return layer != PIXELS
 
 
 def linear_inputs(name: str, array: np.ndarray) -> np.ndarray:

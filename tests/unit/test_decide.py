@@ -197,3 +197,75 @@ def test_manual_overrides() -> None:
     assert (layer.strategy, layer.layer, layer.overridden) == ("svm", "blocks.2", True)
     with pytest.raises(ConfigError, match=r"decide.layer.*valid: blocks.0"):
         choose_strategy(profile, DecideParams(layer="conv99"))
+
+
+def with_baseline(profile: Profile, kernel: float, std: float = 0.01) -> Profile:
+    """The profile plus the raw-pixel probes (3-fold CV, spread ``std``)."""
+    pixels = [
+        LayerProbe("pixels", 768, kernel - 0.05, 0.01, 100, "linear", std, 3),
+        LayerProbe("pixels", 768, kernel, 1.0, 100, "kernel", std, 3),
+    ]
+    return replace(profile, probes=[*profile.probes, *pixels])
+
+
+def test_the_baseline_ships_when_it_beats_every_transfer_candidate_on_held_in_data() -> None:
+    """Digits-like: the table says SVM on a layer; raw pixels cross-validate far better."""
+    profile = with_baseline(make_profile(per_class=100, score=0.2), kernel=0.98)
+    decision = choose_strategy(profile, DecideParams())
+    assert (decision.strategy, decision.layer) == ("baseline", "pixels")
+    assert "no transfer" in decision.reason and "more than one standard error" in decision.reason
+    assert decision.baseline_score == 0.98 and decision.transfer_gain == 0.0
+    assert decision.train == TrainParams().for_strategy("baseline")
+    assert decision.train.kernel_c_grid == TrainParams().kernel_c_grid
+    chosen = [c for c in decision.candidates if c.verdict == "chosen"]
+    assert [(c.strategy, c.layer, c.transfer) for c in chosen] == [("baseline", "pixels", False)]
+    # every probe is a candidate, plus fine-tuning with its cost
+    assert len(decision.candidates) == len(profile.probes) + 1
+    tune = decision.candidates[-1]
+    assert tune.strategy == "finetune" and tune.score is None and tune.minutes is not None
+    assert Decision.from_dict(decision.to_dict()) == decision
+
+
+def test_a_candidate_within_one_standard_error_does_not_overturn_the_table() -> None:
+    """pre_logits 0.90 is the table's pick (small/similar); pixels at 0.905 ± 0.03 is noise."""
+    profile = with_baseline(make_profile(per_class=100, score=0.8), kernel=0.905, std=0.03)
+    decision = choose_strategy(profile, DecideParams())
+    assert (decision.strategy, decision.layer) == ("linear", "pre_logits")
+    assert decision.transfer_gain == pytest.approx(0.9 - 0.905)
+    assert "baseline cross-validates 0.905" in decision.reason
+    pixels = next(c for c in decision.candidates if c.strategy == "baseline")
+    assert "within one standard error" in pixels.verdict
+
+
+def test_a_better_transfer_layer_wins_by_evidence_and_the_gain_is_reported() -> None:
+    probes = {"blocks.4": 0.95, "pre_logits": 0.8, "logits": 0.78}
+    profile = replace(
+        make_profile(per_class=100, score=0.8, probes=probes),
+        probes=[LayerProbe(k, 8, v, 0.01, 100, "svm", 0.01, 3) for k, v in probes.items()],
+    )
+    decision = choose_strategy(with_baseline(profile, kernel=0.6), DecideParams())
+    assert (decision.strategy, decision.layer) == ("svm", "blocks.4")
+    assert decision.transfer_gain == pytest.approx(0.35)
+
+
+def test_large_data_still_fine_tunes_and_the_heads_say_why_not() -> None:
+    decision = choose_strategy(
+        with_baseline(make_profile(per_class=500, score=0.8), kernel=0.99), DecideParams()
+    )
+    assert decision.strategy == "finetune"
+    assert all("fine-tuning preferred" in c.verdict for c in decision.candidates[:-1])
+
+
+def test_a_pinned_throughput_makes_the_decision_independent_of_the_measurement() -> None:
+    """The same folder and params decide the same on a busy machine (slow measurement)."""
+    rules = DecideParams(train_images_per_s=50.0)
+    idle = make_profile(per_class=2000, score=0.8, train_rate=100.0)
+    busy = replace(idle, throughput=replace(idle.throughput, train_images_per_s=5.0))
+    a, b = choose_strategy(idle, rules), choose_strategy(busy, rules)
+    assert a == b and a.evidence["throughput_source"] == "pinned"
+    assert a.evidence["train_images_per_s"] == 50.0
+    # unpinned, the slow measurement would veto fine-tuning
+    assert (
+        choose_strategy(busy, DecideParams()).strategy
+        != choose_strategy(idle, DecideParams()).strategy
+    )

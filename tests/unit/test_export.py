@@ -16,9 +16,11 @@ from transferpilot.export import (
     NetworkClassifier,
     Predictor,
     export_onnx,
+    head_module,
     linear_layer,
 )
-from transferpilot.features import linear_inputs, pool
+from transferpilot.features import linear_inputs, pixel_codes, pool
+from transferpilot.layers import PIXELS
 from transferpilot.strategies import LinearClassifier
 from transferpilot.zoo import DataConfig
 
@@ -41,6 +43,37 @@ def test_linear_layer_reproduces_predict_proba(kind: str, classes: int) -> None:
     with torch.no_grad():
         got = layer(torch.as_tensor(X)).softmax(-1).numpy()
     np.testing.assert_allclose(got, probe.predict_proba(X), atol=1e-5)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_kernel_head_reproduces_predict_proba(classes: int) -> None:
+    probe, X = fitted("kernel", classes)
+    assert "map" in probe.model_.named_steps  # a Nyström map before the linear SVM
+    with torch.no_grad():
+        got = head_module(probe)(torch.as_tensor(X)).softmax(-1).numpy()
+    np.testing.assert_allclose(got, probe.predict_proba(X), atol=1e-5)
+
+
+def test_the_pixel_baseline_exports_without_the_network(tmp_path: Path) -> None:
+    """The no-transfer predictor: normalise, pool to 16 x 16, kernel SVM; no backbone inside."""
+    features = TinyFeatures().eval()
+    pics = images(8)
+    transform = CONFIG.transform()
+    with torch.no_grad():
+        pixels = pixel_codes(torch.stack([transform(p) for p in pics])).numpy()
+    assert pixels.shape == (8, 3 * 16 * 16)
+    labels = np.array(["ant", "bee"] * 4)
+    probe = LinearClassifier("kernel", c_grid=(1.0,), cv_folds=2).fit(pixels, labels)
+    module = FeatureClassifier(features, PIXELS, head_module(probe), CONFIG)
+    meta = {"classes": ["ant", "bee"], "data_config": CONFIG.as_dict(), "strategy": "baseline"}
+    predictor = Predictor(export_onnx(module, tmp_path / "predictor.onnx", meta))
+    np.testing.assert_allclose(
+        predictor.predict_proba(pics, batch_size=4), probe.predict_proba(pixels), atol=1e-4
+    )
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "predictor.onnx")).graph
+    assert not [t.name for t in graph.initializer if "conv" in t.name or "fc" in t.name]
 
 
 class TinyFeatures(nn.Module):

@@ -59,7 +59,7 @@ def test_it_is_an_ordinary_estimator() -> None:
 
 
 def test_every_strategy_is_registered_and_an_unknown_one_lists_them() -> None:
-    assert list_strategies() == ["finetune", "linear", "svm"]
+    assert list_strategies() == ["baseline", "finetune", "linear", "svm"]
     assert all(get_strategy(name).name == name for name in list_strategies())
     with pytest.raises(ConfigError, match="finetune, linear, svm"):
         get_strategy("random_forest")

@@ -99,7 +99,30 @@ def _decision_section(decision: Mapping[str, Any]) -> str:
         "",
         f"> {decision.get('reason', '')}",
     ]
+    candidates = decision.get("candidates") or []
+    if candidates:
+        lines += ["", _candidates_table(candidates)]
+    baseline, gain = decision.get("baseline_score"), decision.get("transfer_gain")
+    if baseline is not None:
+        lines += [
+            "",
+            f"No-transfer baseline (raw pixels): **{baseline:.3f}** held-in CV accuracy"
+            + (f"; transfer gain of the choice: **{gain:+.3f}**." if gain is not None else "."),
+        ]
     return "\n".join(lines)
+
+
+def _candidates_table(candidates: Sequence[Mapping[str, Any]]) -> str:
+    """Every candidate the decision weighed: score on held-in data ± spread, cost, verdict."""
+    rows = []
+    for c in candidates:
+        score = "—" if c.get("score") is None else f"{c['score']:.3f}"
+        if c.get("spread") is not None and c.get("folds"):
+            score += f" ± {c['spread']:.3f} ({c['folds']}-fold)"
+        minutes = "—" if c.get("minutes") is None else f"{c['minutes']:.1f} min"
+        layer = "raw pixels (no transfer)" if not c.get("transfer", True) else c.get("layer")
+        rows.append([c.get("strategy"), layer, score, minutes, c.get("verdict", "")])
+    return _table(["strategy", "input", "held-in CV accuracy", "cost", "verdict"], rows)
 
 
 def _training_section(train: Mapping[str, Any], figures: Mapping[str, str]) -> str:

@@ -27,6 +27,7 @@ from transferpilot.features._extract import (
     cache_key,
     extract_to_cache,
     output_names,
+    pixel_codes,
     pool,
     resolve_runtime,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "linear_inputs",
     "moment_points",
     "output_names",
+    "pixel_codes",
     "pool",
     "running_stats",
     "unique_points",

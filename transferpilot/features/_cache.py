@@ -35,7 +35,7 @@ from transferpilot.io import atomic_open, write_json
 log = logging.getLogger(__name__)
 
 SHA_KEY = "__sha256__"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every entry also holds the baseline's pixels
 
 
 @dataclass(frozen=True)

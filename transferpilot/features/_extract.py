@@ -27,6 +27,7 @@ from transferpilot.errors import DataError
 from transferpilot.features._cache import CacheKey, FeatureCache
 from transferpilot.features._moments import MomentRecorder, moment_points, unique_points
 from transferpilot.images import open_rgb
+from transferpilot.layers import PIXEL_GRID, PIXELS
 from transferpilot.progress import track
 from transferpilot.zoo import LOGITS, PRE_LOGITS, Backbone
 
@@ -63,8 +64,14 @@ def cache_key(backbone: Backbone, pool_grid: int, runtime: str = "torch") -> Cac
 
 
 def output_names(backbone: Backbone) -> list[str]:
-    """The per-image feature arrays: candidate layers, then CNN codes and logits."""
-    return [layer.name for layer in backbone.layers] + [PRE_LOGITS, LOGITS]
+    """The per-image feature arrays: candidate layers, CNN codes, logits, then the
+    no-transfer baseline's input (:data:`~transferpilot.layers.PIXELS`)."""
+    return [layer.name for layer in backbone.layers] + [PRE_LOGITS, LOGITS, PIXELS]
+
+
+def pixel_codes(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) network input -> (B, 3 * PIXEL_GRID**2): the baseline's raw pixels."""
+    return F.adaptive_avg_pool2d(x.float(), PIXEL_GRID).flatten(1)
 
 
 class _Images(Dataset):
@@ -128,7 +135,7 @@ class ForwardOutputs(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with self.recorder.attached(self.model):
-            out = self.features(x)
+            out = {**self.features(x), PIXELS: pixel_codes(x)}
             moments = self.recorder.pop()
         pooled = [pool(out[name], self.grid) for name in self.names]
         return (*pooled, *(m for bn in self.recorder.names for m in moments[bn]))

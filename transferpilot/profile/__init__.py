@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from transferpilot._registry import JsonData
+from transferpilot.layers import is_transfer
 from transferpilot.profile._probes import LayerProbe, stratified_sample
 from transferpilot.profile._similarity import (
     HeadMeasures,
@@ -76,4 +77,9 @@ class Profile(JsonData):
     @property
     def layer_probes(self) -> list[LayerProbe]:
         """One probe per layer: the kind probed on every layer, in layer order."""
-        return [p for p in self.probes if p.kind == self.probe_kind]
+        return [p for p in self.probes if p.kind == self.probe_kind and p.layer in self.layers]
+
+    @property
+    def baseline_probes(self) -> list[LayerProbe]:
+        """The no-transfer baseline's probes (raw pixels); empty in older profiles."""
+        return [p for p in self.probes if not is_transfer(p.layer)]

@@ -8,11 +8,14 @@ import numpy as np
 
 #: The linear strategies, which are also the probes' kinds.
 LINEAR_KINDS = ("linear", "svm")
+#: The no-transfer baseline's probes on the raw pixels: (kind, strategy).
+BASELINE_KINDS = (("linear", "linear"), ("kernel", "baseline"))
 
 
 @dataclass(frozen=True)
 class LayerProbe:
-    """One layer's probe: a ``kind`` classifier's cross-validated accuracy at its best C."""
+    """One layer's probe: a ``kind`` classifier's cross-validated accuracy at its best C,
+    and the standard deviation of that accuracy over the ``folds`` folds."""
 
     layer: str
     dim: int
@@ -20,6 +23,18 @@ class LayerProbe:
     best_c: float
     images: int
     kind: str = "svm"
+    cv_std: float = 0.0
+    folds: int = 0
+
+    @property
+    def strategy(self) -> str:
+        """The strategy that trains this probe's classifier on its layer."""
+        return "baseline" if self.kind == "kernel" else self.kind
+
+    @property
+    def standard_error(self) -> float:
+        """Of the CV accuracy: the spread over folds / sqrt(folds)."""
+        return self.cv_std / max(1, self.folds) ** 0.5
 
 
 def stratified_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:

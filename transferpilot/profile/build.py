@@ -23,7 +23,7 @@ from transferpilot.device import resolve_device
 from transferpilot.features import FeatureTable
 from transferpilot.features._table import ALL, IMAGENET
 from transferpilot.io import write_json
-from transferpilot.layers import LOGITS, PRE_LOGITS
+from transferpilot.layers import LOGITS, PIXELS, PRE_LOGITS
 from transferpilot.profile import (
     Profile,
     SizeProfile,
@@ -35,13 +35,15 @@ from transferpilot.profile import (
     size_profile,
     stratified_sample,
 )
-from transferpilot.profile._probes import LINEAR_KINDS, LayerProbe
+from transferpilot.profile._probes import BASELINE_KINDS, LINEAR_KINDS, LayerProbe
 from transferpilot.zoo import Backbone
 
 log = logging.getLogger(__name__)
 
 
-def _probe_key(X: np.ndarray, y: np.ndarray, kind: str, settings: ProfileParams) -> str:
+def _probe_key(
+    X: np.ndarray, y: np.ndarray, kind: str, grid: Sequence[float], settings: ProfileParams
+) -> str:
     """What makes a probe's result reusable: the exact rows and labels, the classifier and
     its settings, scikit-learn's version."""
     import sklearn
@@ -49,8 +51,8 @@ def _probe_key(X: np.ndarray, y: np.ndarray, kind: str, settings: ProfileParams)
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(X, dtype=np.float32).tobytes())
     digest.update("\x00".join(map(str, y)).encode())
-    fields = ("probe_c_grid", "probe_folds", "probe_max_iter", "probe_tol", "seed")
-    recipe = {"kind": kind, "sklearn": sklearn.__version__, "shape": list(X.shape)}
+    fields = ("probe_folds", "probe_max_iter", "probe_tol", "seed")
+    recipe = {"kind": kind, "sklearn": sklearn.__version__, "shape": list(X.shape), "grid": grid}
     recipe |= {f: getattr(settings, f) for f in fields}
     digest.update(json.dumps(recipe, sort_keys=True, default=list).encode())
     return digest.hexdigest()[:32]
@@ -77,6 +79,7 @@ def build_profile(
     arrays = table.arrays()
     train = table.split == "train"
     probed = [*meta.layer_names, PRE_LOGITS, LOGITS]
+    inputs = [*probed, PIXELS] if PIXELS in meta.outputs else probed
     moments = table.moments(ALL)
     imagenet = table.moments(IMAGENET)
     depth = depth_profile(
@@ -98,7 +101,7 @@ def build_profile(
         size=size,
         similarity=similarity(head, depth),
         probes=probe_layers(
-            {k: np.asarray(arrays[k])[train] for k in probed},
+            {k: np.asarray(arrays[k])[train] for k in inputs},
             list(table.labels[train]),
             probed,
             settings,
@@ -140,6 +143,8 @@ def probe_layers(
     best layers, so that the decision can tell whether softmax regression or
     the SVM suits this data better (on the brain MRI set softmax regression
     cross-validates 2 points above the SVM; on ImageNet-like photos they tie).
+    Where ``features`` hold the raw ``pixels``, the no-transfer baseline is probed
+    too: softmax regression and the RBF-kernel SVM on them.
     """
     from transferpilot.layers import linear_inputs
     from transferpilot.strategies import LinearClassifier
@@ -150,7 +155,8 @@ def probe_layers(
     def probe(layer: str, kind: str) -> LayerProbe:
         start = time.perf_counter()
         X = linear_inputs(layer, np.asarray(features[layer])[rows])
-        key = _probe_key(X, y[rows], kind, settings)
+        grid = settings.kernel_c_grid if kind == "kernel" else settings.probe_c_grid
+        key = _probe_key(X, y[rows], kind, grid, settings)
         cached = settings.cache_dir / "probes" / f"{key}.json" if settings.cache_dir else None
         if cached is not None and cached.is_file():
             try:
@@ -158,8 +164,8 @@ def probe_layers(
             except (ValueError, TypeError):
                 log.warning("%s: unreadable probe record, probing again", cached)
         fitted = LinearClassifier(
-            kind,
-            settings.probe_c_grid,
+            kind,  # type: ignore[arg-type]
+            grid,
             settings.probe_folds,
             max_iter=settings.probe_max_iter,
             random_state=settings.seed,
@@ -167,7 +173,16 @@ def probe_layers(
             tol=settings.probe_tol,
         ).fit(X, y[rows])
         log.info("probe %s on %s: %.1f s", kind, layer, time.perf_counter() - start)
-        result = LayerProbe(layer, X.shape[1], fitted.cv_accuracy_, fitted.best_C_, len(rows), kind)
+        result = LayerProbe(
+            layer,
+            X.shape[1],
+            fitted.cv_accuracy_,
+            fitted.best_C_,
+            len(rows),
+            kind,
+            fitted.cv_std_,
+            fitted.cv_folds_,
+        )
         if cached is not None:
             write_json(cached, asdict(result))
         return result
@@ -176,4 +191,7 @@ def probe_layers(
     other = next(k for k in LINEAR_KINDS if k != settings.probe)
     ranked = sorted(results, key=lambda p: p.cv_accuracy, reverse=True)
     best = {p.layer for p in ranked[: settings.probe_second_opinion]}
-    return results + [probe(layer, other) for layer in layers if layer in best]
+    results += [probe(layer, other) for layer in layers if layer in best]
+    if PIXELS in features:
+        results += [probe(PIXELS, kind) for kind, _ in BASELINE_KINDS]
+    return results
