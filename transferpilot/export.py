@@ -48,8 +48,8 @@ def linear_layer(estimator: Any) -> nn.Linear:
     """A fitted :class:`~transferpilot.strategies.LinearClassifier` as one ``nn.Linear``.
 
     The standardiser is folded in (``W / scale``, ``b - W @ (mean / scale)``), so
-    ``softmax(layer(x))`` equals the probe's ``predict_proba(x)``: the multinomial
-    logistic model's probabilities, or the SVM's softmax of margins. Binary
+    ``softmax(layer(x))`` equals the probe's ``predict_proba(x)``: the softmax of
+    its decision values over the fitted temperature (folded in as ``W / T``). Binary
     models have one row of weights; it becomes two rows (``±w/2`` for logistic,
     ``±w`` for the SVM), as their ``predict_proba`` reads the margin.
     """
@@ -63,8 +63,9 @@ def _linear(estimator: Any, mean: Any = 0.0, scale: Any = 1.0) -> nn.Linear:
     clf = estimator.model_.named_steps["clf"]
     coef = np.asarray(clf.coef_, dtype=np.float64)
     bias = np.asarray(clf.intercept_, dtype=np.float64).reshape(-1)
-    weight = coef / scale
-    bias = bias - (weight * mean).sum(axis=1)
+    temperature = float(getattr(estimator, "temperature_", 1.0))
+    weight = coef / scale / temperature
+    bias = (bias - (coef / scale * mean).sum(axis=1)) / temperature
     if weight.shape[0] == 1:
         half = 0.5 if estimator.kind == "linear" else 1.0
         weight = np.vstack([-half * weight, half * weight])

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from transferpilot.calibration import expected_calibration_error
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -25,27 +27,6 @@ class Evaluation:
         counts = np.asarray(self.confusion, dtype=np.float64)
         rows = counts.sum(axis=1, keepdims=True)
         return np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0).tolist()
-
-
-def expected_calibration_error(
-    confidence: np.ndarray, correct: np.ndarray, bins: int = 15
-) -> float:
-    """ECE: |accuracy - confidence| per equal-width confidence bin, weighted by bin size.
-
-    Bins are (lo, hi], the first one [0, hi], as in Guo et al. (2017).
-    """
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    if len(confidence) == 0:
-        return float("nan")
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(total)
 
 
 def top_k_accuracy(y: np.ndarray, proba: np.ndarray, k: int) -> float:

@@ -171,6 +171,7 @@ def probe_layers(
             random_state=settings.seed,
             n_jobs=-1,
             tol=settings.probe_tol,
+            calibrate=False,  # probes rank, they do not ship
         ).fit(X, y[rows])
         log.info("probe %s on %s: %.1f s", kind, layer, time.perf_counter() - start)
         result = LayerProbe(
