@@ -85,6 +85,8 @@ def test_finetune_trains_logs_curves_checkpoints_and_resumes(tmp_path: Path) -> 
     assert (out / "model.safetensors").stat().st_size > 1_000_000
     curve = (out / "curves.tsv").read_text().splitlines()
     assert curve[0].split("\t")[:2] == ["epoch", "train_loss"] and len(curve) == 3
+    # the epoch is chosen on training images held in, never on the val split it reports
+    assert "held_in_accuracy" in curve[0] and summary["held_in_images"] >= 2
     assert (tmp_path / "models" / "checkpoints" / "last.json").exists()
     metrics = check_evaluation(tmp_path)
     assert metrics["val"]["accuracy"] == pytest.approx(summary["val_accuracy"])

@@ -87,14 +87,16 @@ def plot_mistakes(mistakes: Sequence[Mistake], path: Path, root: Path = Path("."
 
 
 def plot_curves(curves: Mapping[str, Sequence[float]], path: Path) -> Path:
-    """Per-epoch loss and accuracy (train and validation)."""
+    """Per-epoch loss and accuracy (train, and the held-in split that chose the epoch)."""
     plt = pyplot()
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=100)
     for ax, kind in ((loss_ax, "loss"), (acc_ax, "accuracy")):
-        for split in ("train", "val"):
+        for split in ("train", "held_in"):
             values = curves.get(f"{split}_{kind}")
             if values:
-                ax.plot(range(1, len(values) + 1), values, marker="o", label=split)
+                ax.plot(
+                    range(1, len(values) + 1), values, marker="o", label=split.replace("_", "-")
+                )
         ax.set_xlabel("epoch")
         ax.set_title(kind)
         ax.grid(alpha=0.3)

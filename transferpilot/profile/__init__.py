@@ -16,7 +16,7 @@ from typing import Any
 
 from transferpilot._registry import JsonData
 from transferpilot.layers import is_transfer
-from transferpilot.profile._probes import LayerProbe, stratified_sample
+from transferpilot.profile._probes import LayerProbe, held_in_split, stratified_sample
 from transferpilot.profile._similarity import (
     HeadMeasures,
     LayerGap,
@@ -43,6 +43,7 @@ __all__ = [
     "frechet_distance",
     "gaussian_kl",
     "head_measures",
+    "held_in_split",
     "measure_throughput",
     "similarity",
     "size_profile",

@@ -48,3 +48,16 @@ def stratified_sample(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
         take = max(2, round(limit * len(rows) / len(labels)))
         picked.append(rng.choice(rows, size=min(take, len(rows)), replace=False))
     return np.sort(np.concatenate(picked))
+
+
+def held_in_split(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A boolean mask of about ``fraction`` of the rows, per class (none of a class with
+    fewer than 3 rows: at least 2 stay to train on), for selecting on held-in data."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        if len(rows) >= 3:
+            take = min(len(rows) - 2, max(1, round(fraction * len(rows))))
+            mask[rng.choice(rows, size=take, replace=False)] = True
+    return mask

@@ -23,12 +23,29 @@ if TYPE_CHECKING:
 
 #: Per-epoch curves, one row per epoch (``dvc plots`` reads it).
 CURVES = "curves.tsv"
-CURVE_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")
+CURVE_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "held_in_loss",
+    "held_in_accuracy",
+    "lr",
+)
+#: The loop's per-epoch fields behind the curves' columns (its "val" is the held-in split).
+_FIELDS = {"held_in_loss": "val_loss", "held_in_accuracy": "val_accuracy"}
+
+
+#: The share of each class's training images held in to choose the epoch (early stopping).
+HELD_IN = 0.15
 
 
 @register_strategy("finetune")
 class Finetune:
     """Fine-tune the network: LP-FT head, frozen leading layers, discriminative learning rates.
+
+    The epoch is chosen (early stopping, best weights kept) on a held-in split of
+    :data:`HELD_IN` of the training rows, never on ``val``: the validation accuracy it
+    reports is measured once, after training, like the other strategies'.
 
     ``context``: ``device``, ``checkpoint_dir`` (resumable state), ``on_epoch``
     (called with each :class:`~transferpilot.finetune.EpochLog`).
@@ -51,22 +68,36 @@ class Finetune:
 
     def fit(self, table: FeatureTable, train: np.ndarray, val: np.ndarray) -> Finetune:
         from transferpilot.layers import PRE_LOGITS
+        from transferpilot.profile import held_in_split
 
         paths = np.asarray([r.path for r in table.records], dtype=object)
         labels = table.labels
+        train = np.flatnonzero(train) if train.dtype == bool else np.asarray(train)
+        held = train[held_in_split(labels[train], HELD_IN, self.tuner.config.seed)]
+        if not len(held):  # too few images to hold any in: select on val, and say so
+            held = np.flatnonzero(val) if val.dtype == bool else np.asarray(val)
+        fit_rows = np.setdiff1d(train, held)
         size = self.tuner.data_config().input_size[1]
         same_size = size == table.meta.input_size  # else the cached codes do not fit
         self.tuner.fit(
-            list(paths[train]),
-            list(labels[train]),
-            list(paths[val]),
-            list(labels[val]),
-            codes=np.asarray(table.array(PRE_LOGITS))[train] if same_size else None,
+            list(paths[fit_rows]),
+            list(labels[fit_rows]),
+            list(paths[held]),
+            list(labels[held]),
+            codes=np.asarray(table.array(PRE_LOGITS))[fit_rows] if same_size else None,
         )
         result = self.tuner.result_
         self.classes_ = list(self.tuner.classes_)
+        val_rows = np.flatnonzero(val) if val.dtype == bool else np.asarray(val)
+        val_accuracy = float("nan")
+        if len(val_rows):
+            proba = self.predict_proba(table, val_rows)
+            predicted = np.asarray(self.classes_)[proba.argmax(1)]
+            val_accuracy = float((predicted == labels[val_rows]).mean())
         self.summary_ = {
-            "val_accuracy": result.best_val_accuracy,
+            "val_accuracy": val_accuracy,
+            "held_in_accuracy": result.best_val_accuracy,
+            "held_in_images": len(held),
             "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early,
@@ -81,7 +112,8 @@ class Finetune:
     def save(self, directory: Path) -> None:
         result = self.tuner.result_
         self.tuner.save(
-            directory, {"best_epoch": result.best_epoch, "val_accuracy": result.best_val_accuracy}
+            directory,
+            {"best_epoch": result.best_epoch, "held_in_accuracy": result.best_val_accuracy},
         )
         from transferpilot.io import atomic_open
 
@@ -89,7 +121,7 @@ class Finetune:
             writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
             writer.writerow(CURVE_COLUMNS)
             for entry in result.history:
-                writer.writerow([getattr(entry, c) for c in CURVE_COLUMNS])
+                writer.writerow([getattr(entry, _FIELDS.get(c, c)) for c in CURVE_COLUMNS])
 
     @classmethod
     def load(
@@ -120,4 +152,4 @@ def read_curves(directory: Path) -> dict[str, list[float]]:
         return {}
     with path.open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    return {c: [float(r[c]) for r in rows] for c in CURVE_COLUMNS[1:]}
+    return {c: [float(r[c]) for r in rows if c in r] for c in CURVE_COLUMNS[1:]}
