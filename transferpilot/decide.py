@@ -199,10 +199,10 @@ def _at(size: int | None) -> str:
 
 
 def _check_layer(layer: str, profile: Profile) -> str:
-    if layer not in profile.layers:
+    if layer not in profile.layers and layer != PIXELS:
         raise ConfigError(
             f"decide.layer: {layer!r} is not a layer of {profile.model}; "
-            f"valid: {', '.join(profile.layers)}"
+            f"valid: {', '.join([*profile.layers, PIXELS])}"
         )
     return layer
 
@@ -302,7 +302,8 @@ def choose_strategy(
         either = rules.strategy == "auto" and not rules.layer and strategy == "svm"
         strategy, layer, probe, what = _linear_plan(profile, strategy, either_kind=either)
         if rules.layer:
-            layer, probe = _check_layer(rules.layer, profile), profile.probe(rules.layer)
+            layer = _check_layer(rules.layer, profile)
+            probe = profile.probe(layer, strategy) or profile.probe(layer)
             what = f"layer {layer} (manual override)"
         elif rules.strategy == "auto":
             rival = _evidence_pick(profile, probe)
