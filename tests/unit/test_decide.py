@@ -269,3 +269,12 @@ def test_a_pinned_throughput_makes_the_decision_independent_of_the_measurement()
         choose_strategy(busy, DecideParams()).strategy
         != choose_strategy(idle, DecideParams()).strategy
     )
+
+
+def test_a_linear_model_on_the_pixels_can_be_asked_for_by_hand() -> None:
+    profile = with_baseline(make_profile(per_class=100, score=0.2), kernel=0.7)
+    decision = choose_strategy(profile, DecideParams(strategy="linear", layer="pixels"))
+    assert (decision.strategy, decision.layer, decision.overridden) == ("linear", "pixels", True)
+    assert "0.650" in decision.reason  # the linear probe on the pixels, not the SVM's
+    with pytest.raises(ConfigError, match="pixels"):  # listed among the valid layers
+        choose_strategy(profile, DecideParams(layer="conv99"))

@@ -100,3 +100,13 @@ def test_training_size_is_the_models_unless_images_are_small() -> None:
 
     assert training_size(size_profile([rec("a", "train", 28, 28)] * 2), 224) == 64
     assert training_size(size_profile([rec("a", "train", 500, 375)] * 2), 224) == 224
+
+
+def test_the_held_in_split_takes_a_share_of_every_class_and_leaves_two_to_train() -> None:
+    from transferpilot.profile import held_in_split
+
+    labels = np.array(["a"] * 40 + ["b"] * 10 + ["c"] * 3 + ["d"] * 2)
+    mask = held_in_split(labels, 0.15, seed=0)
+    counts = {c: int(mask[labels == c].sum()) for c in "abcd"}
+    assert counts == {"a": 6, "b": 2, "c": 1, "d": 0}
+    np.testing.assert_array_equal(mask, held_in_split(labels, 0.15, seed=0))  # seeded
