@@ -21,42 +21,36 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from tasks import apply_params, publish, save_experiment, stage_task
+from tasks import (
+    apply_params,
+    label_run,
+    publish,
+    publish_validation,
+    save_experiment,
+    stage_task,
+)
 from transferpilot import orchestrate as tp
 from transferpilot.errors import ConfigError
 
-Strategy = Literal["auto", "linear", "svm", "finetune"]
+Strategy = Literal["auto", "linear", "svm", "finetune", "baseline"]
+PROJECT = Path(__file__).resolve().parents[1]
 
 
-def _source(data: Path, project: Path) -> str:
-    """The dataset path as params.yaml should hold it: relative inside the project."""
-    full = Path(data).expanduser().resolve()
-    try:
-        return str(full.relative_to(project.resolve()))
-    except ValueError:
-        return str(full)
+def _name() -> str:
+    """The run's name as it starts (the decision is added when known): ``digits-1a2b3c4d``."""
+    from prefect.runtime import flow_run
+
+    given = flow_run.parameters or {}
+    project = Path(given.get("project") or ".").resolve()
+    return tp.run_name(tp.dataset_name(project, given.get("data")), str(flow_run.id or ""))
 
 
-def requested_overrides(
-    project: Path,
-    data: Path | None = None,
-    model: str | None = None,
-    strategy: Strategy | None = None,
-    params: dict[str, Any] | None = None,
-    overrides: list[str] | None = None,
-) -> list[str]:
-    """Every way of asking for a setting, as DVC ``-S`` overrides (later ones win)."""
-    named: dict[str, Any] = {}
-    if data is not None:
-        named["prepare.source"] = _source(data, project)
-    if model is not None:
-        named["model.name"] = model
-    if strategy is not None:
-        named["decide.strategy"] = strategy
-    return tp.to_overrides(named | dict(params or {})) + list(overrides or [])
-
-
-@flow(name="transferpilot", validate_parameters=True)
+@flow(
+    name="transferpilot",
+    validate_parameters=True,
+    flow_run_name=_name,
+    version=tp.code_version(PROJECT),  # the commit, not a hash of this file
+)
 def pipeline(
     project: Path = Path("."),
     data: Path | None = None,
@@ -87,15 +81,37 @@ def pipeline(
     project = Path(project).resolve()
     if not (project / "dvc.yaml").is_file():
         raise ConfigError(f"{project}: no dvc.yaml here; run from the transferpilot project folder")
-    requested = requested_overrides(project, data, model, strategy, params, overrides)
+    requested = tp.requested_overrides(project, data, model, strategy, params, overrides)
+    saved_params = tp.snapshot_params(project)
     apply_params(project, requested)
+    try:
+        return _run_stages(
+            project, requested, experiment, stage_timeout_minutes, retries, retry_delay_seconds
+        )
+    finally:
+        if tp.restore_params(project, saved_params):
+            logger.info(
+                "params.yaml restored: this run's overrides are kept in its DVC experiment only"
+                " (`dvc exp apply <name>` makes them the workspace's)"
+            )
+
+
+def _run_stages(
+    project: Path,
+    requested: list[str],
+    experiment: str | None,
+    stage_timeout_minutes: float,
+    retries: int,
+    retry_delay_seconds: float,
+) -> dict[str, Any]:
+    logger = get_run_logger()
     runs: dict[str, Any] = {}
     futures: dict[str, Any] = {}
     stale = tp.stale_stages(project)
     for stage, upstream in tp.stage_order(project):
         task = stage_task(stage, retries=retries, retry_delay_s=retry_delay_seconds)
         # up to date: not stale, and nothing upstream ran (else DVC decides)
-        ran_upstream = any(runs.get(u, {}).get("status") == "ran" for u in upstream)
+        ran_upstream = any(runs.get(u, {}).get("status") in tp.CHANGED for u in upstream)
         current = stage not in stale and not ran_upstream
         futures[stage] = task.submit(
             project,
@@ -104,10 +120,16 @@ def pipeline(
             up_to_date=current,
             wait_for=[futures[u] for u in upstream if u in futures],
         )
-        runs[stage] = futures[stage].result()  # stages share DVC's lock: one at a time
+        try:
+            runs[stage] = futures[stage].result()  # stages share DVC's lock: one at a time
+        except tp.StageFailed:
+            if stage == "prepare":  # say which files were unusable, and why
+                publish_validation(project)
+            raise
     saved = save_experiment(project, experiment) if requested or experiment else None
     result = publish(project)
-    ran = [s for s, r in runs.items() if r["status"] == "ran"]
+    label_run(tp.dataset_name(project), result["decision"], saved)
+    ran = [s for s, r in runs.items() if r["status"] in tp.CHANGED]
     logger.info("stages run: %s; up to date: %d", ", ".join(ran) or "none", len(runs) - len(ran))
     logger.info("%s — report: %s", result["headline"], result["report"])
     return {"stages": runs, "experiment": saved, **result}

@@ -16,6 +16,7 @@ from typing import Any
 from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
 
 from transferpilot import orchestrate as pipeline
 
@@ -43,10 +44,24 @@ def _run_stage(
     logger = get_run_logger()
     if up_to_date:  # the flow's `dvc status` found nothing to do: no `dvc repro` process
         logger.info("stage %s is up to date (dvc status)", stage)
-        return asdict(pipeline.StageRun(stage, "skipped", 0.0))
-    result = pipeline.repro_stage(project, stage, timeout_s=timeout_s, on_line=logger.info)
+        return _finished(pipeline.StageRun(stage, "skipped", 0.0))
+
+    def log_line(line: str) -> None:
+        level, text = pipeline.line_level(line)
+        logger.log(level, "%s", text)
+
+    result = pipeline.repro_stage(project, stage, timeout_s=timeout_s, on_line=log_line)
     logger.info("stage %s %s in %.1f s", stage, result.status, result.seconds)
-    return asdict(result)
+    return _finished(result)
+
+
+def _finished(result: Any) -> Any:
+    """A stage's final state: Completed when it ran, a Completed state named "Skipped"
+    when DVC had nothing to do (up to date, or restored from its run cache)."""
+    if result.status == "ran":
+        return asdict(result)
+    why = "up to date" if result.status == "skipped" else "restored from DVC's run cache"
+    return Completed(name="Skipped", message=f"{result.stage}: {why}", data=asdict(result))
 
 
 def stage_task(
@@ -58,7 +73,7 @@ def stage_task(
     )
 
 
-@task(name="params", cache_policy=NO_CACHE)
+@task(name="params", task_run_name="params", cache_policy=NO_CACHE)
 def apply_params(project: Path, overrides: list[str]) -> dict[str, Any]:
     """Validate the overrides and write them into params.yaml (as ``dvc exp run -S``)."""
     params = pipeline.apply_overrides(project, overrides)
@@ -67,7 +82,7 @@ def apply_params(project: Path, overrides: list[str]) -> dict[str, Any]:
     return params.model_dump(mode="json")
 
 
-@task(name="experiment", cache_policy=NO_CACHE)
+@task(name="experiment", task_run_name="experiment", cache_policy=NO_CACHE)
 def save_experiment(project: Path, name: str | None) -> str | None:
     """Record the run as a DVC experiment (``dvc exp show`` lists it)."""
     saved = pipeline.save_experiment(project, name)
@@ -75,25 +90,26 @@ def save_experiment(project: Path, name: str | None) -> str | None:
     return saved
 
 
-@task(name="publish", cache_policy=NO_CACHE)
+@task(name="publish", task_run_name="publish", cache_policy=NO_CACHE)
 def publish(project: Path) -> dict[str, Any]:
     """Artifacts: the profile and decision (markdown), the metrics (table), the report."""
     result = pipeline.outcome(project)
+    headline = result.headline()
+    decided = f"{result.decision['strategy']} on {result.decision['layer']}"
     create_markdown_artifact(
         key="transferpilot-decision",
         markdown=result.summary_markdown,
-        description="profile and decision, with its reason",
+        description=f"decision: {decided} ({result.decision['quadrant']}); {headline}",
     )
     create_table_artifact(
         key="transferpilot-metrics",
         table=result.metric_rows(),
-        description=f"evaluation metrics ({result.headline()})",
+        description=f"evaluation metrics: {headline}",
     )
     create_markdown_artifact(
         key="transferpilot-report",
-        markdown=result.report_markdown
-        + f"\n\nFigures: `{result.report_path}`; standalone page: `{result.report_html}`.\n",
-        description="the run report",
+        markdown=result.report_markdown,
+        description=f"the run report: {decided}, {headline}",
     )
     return {
         "decision": result.decision,
@@ -102,3 +118,44 @@ def publish(project: Path) -> dict[str, Any]:
         "report": str(result.report_path.relative_to(project)),
         "report_html": str(result.report_html.relative_to(project)),
     }
+
+
+@task(name="validation report", task_run_name="validation report", cache_policy=NO_CACHE)
+def publish_validation(project: Path) -> bool:
+    """The ``prepare`` stage's validation report as an artifact (after it failed)."""
+    from transferpilot.stages import Paths
+
+    report = Paths(project).prepared / "validation.txt"
+    if not report.is_file():
+        return False
+    create_markdown_artifact(
+        key="transferpilot-validation",
+        markdown=f"# Data validation\n\n```\n{report.read_text(encoding='utf-8')}\n```\n",
+        description="the prepare stage's findings: files skipped or converted, and why",
+    )
+    return True
+
+
+def label_run(dataset: str, decision: dict[str, Any], experiment: str | None) -> None:
+    """Name the flow run after its dataset and decision, and tag it (dataset, strategy,
+    experiment), so the runs list tells runs apart. Best effort: never fails the run."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+
+    logger = get_run_logger()
+    run_id = flow_run.id
+    if not run_id:
+        return
+    tags = [f"dataset:{dataset}", f"strategy:{decision['strategy']}"]
+    if experiment:
+        tags.append(f"experiment:{experiment}")
+    try:
+        with get_client(sync_client=True) as client:
+            current = client.read_flow_run(run_id)
+            client.update_flow_run(
+                run_id,
+                name=pipeline.run_name(dataset, str(run_id), decision),
+                tags=sorted({*(current.tags or []), *tags}),
+            )
+    except Exception as err:  # the API unreachable: the run itself succeeded
+        logger.warning("could not name and tag the flow run: %s", err)

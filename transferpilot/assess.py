@@ -24,7 +24,7 @@ from transferpilot.decide import Decision, choose_strategy
 from transferpilot.device import resolve_device
 from transferpilot.errors import DataError
 from transferpilot.features import FeatureTable, write_table
-from transferpilot.intake import prepare_dataset
+from transferpilot.intake import Finding, prepare_dataset
 from transferpilot.profile import Profile, size_profile, stratified_sample
 from transferpilot.profile.build import build_profile
 from transferpilot.zoo import create_backbone
@@ -34,6 +34,8 @@ from transferpilot.zoo import create_backbone
 class Assessment:
     profile: Profile
     decision: Decision
+    #: files left out or changed, and why: the ``prepare`` stage's findings
+    findings: tuple[Finding, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """The flat JSON of ``transferpilot profile --json``."""
@@ -66,6 +68,11 @@ class Assessment:
             "frozen_layers": decision.frozen_layers,
             "train": decision.train.model_dump(mode="json"),
             "reason": decision.reason,
+            "skipped": [
+                {"file": f.path, "reason": f.reason, "kind": f.kind}
+                for f in self.findings
+                if f.action == "skipped"
+            ],
             "candidates": [asdict(c) for c in decision.candidates],
             "baseline_score": decision.baseline_score,
             "transfer_gain": decision.transfer_gain,
@@ -111,4 +118,5 @@ def assess_folder(
             size=size_profile(intake.records),
             remeasure=remeasure,
         )
-    return Assessment(profile, choose_strategy(profile, params.decide, params.train))
+    decision = choose_strategy(profile, params.decide, params.train)
+    return Assessment(profile, decision, tuple(intake.findings))

@@ -161,6 +161,10 @@ def profile(
         _print_profile(summary)
 
 
+#: Skipped files listed by ``transferpilot profile`` (``--json`` has them all).
+SHOWN_SKIPPED = 20
+
+
 def _print_profile(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -199,6 +203,13 @@ def _print_profile(summary: dict) -> None:
             c["verdict"],
         )
     console.print(candidates)
+    skipped = summary["skipped"]
+    if skipped:
+        console.print(f"[bold]{len(skipped)} files skipped[/bold] (as the prepare stage would):")
+        for item in skipped[:SHOWN_SKIPPED]:
+            console.print(f"  {item['file']}: {item['reason']}", markup=False, soft_wrap=True)
+        if len(skipped) > SHOWN_SKIPPED:
+            console.print(f"  ... and {len(skipped) - SHOWN_SKIPPED} more (--json lists them all)")
     console.print(f"[bold]{summary['strategy']}[/bold] on {summary['layer']}")
     console.print(summary["reason"], soft_wrap=False)
 
@@ -213,7 +224,8 @@ DataOpt = Annotated[
     Path | None, typer.Option("--data", help="image folder or CSV manifest (prepare.source)")
 ]
 StrategyOpt = Annotated[
-    str | None, typer.Option("--strategy", help="auto | linear | svm | finetune (decide.strategy)")
+    str | None,
+    typer.Option("--strategy", help="auto | linear | svm | finetune | baseline (decide.strategy)"),
 ]
 RunModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="the backbone (model.name)")]
 
@@ -253,7 +265,19 @@ def run(
 ) -> None:
     """Run the whole pipeline as the Prefect flow (each DVC stage a task), then print the
     headline metrics and the report's path."""
+    from transferpilot import orchestrate
+
     params = _flow_parameters(data, model, strategy, set_param)
+    if not Path("dvc.yaml").is_file():
+        raise ConfigError("no dvc.yaml here; run from the transferpilot project folder")
+    # Settings and data checked before the Prefect server starts or DVC runs: a typo
+    # costs a second and one line, and params.yaml is left as it was.
+    orchestrate.check_run(
+        Path("."),
+        orchestrate.requested_overrides(
+            Path("."), data, model, strategy, overrides=set_param or None
+        ),
+    )
     try:
         result = _flow()(project=Path("."), experiment=name, **params)
     except TransferpilotError:
@@ -278,6 +302,9 @@ def run(
 def serve(
     cron: Annotated[str, typer.Option(help="when to run, e.g. '0 2 * * *' (02:00 daily)")],
     name: Annotated[str, typer.Option(help="the deployment's name")] = "scheduled",
+    timezone: Annotated[
+        str, typer.Option(help="the schedule's time zone (IANA name), shown in the UI")
+    ] = "UTC",
     data: DataOpt = None,
     model: RunModelOpt = None,
     strategy: StrategyOpt = None,
@@ -285,9 +312,20 @@ def serve(
 ) -> None:
     """Serve the flow with a cron schedule: runs appear in the Prefect UI (set
     PREFECT_API_URL to your `prefect server start`). Stops with Ctrl-C."""
+    from transferpilot import orchestrate
+
     params = _flow_parameters(data, model, strategy, set_param)
+    orchestrate.check_run(
+        Path("."),
+        orchestrate.requested_overrides(
+            Path("."), data, model, strategy, overrides=set_param or None
+        ),
+    )
     params["project"] = str(Path(".").resolve())
-    _flow().serve(name=name, cron=cron, parameters=params)
+    from prefect.schedules import Cron
+
+    typer.echo(f"schedule: {cron} ({timezone})")
+    _flow().serve(name=name, schedules=[Cron(cron, timezone=timezone)], parameters=params)
 
 
 @app.command()

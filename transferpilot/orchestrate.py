@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transferpilot.errors import IO_EXIT_CODE, ConfigError, TransferpilotError
+from transferpilot.errors import IO_EXIT_CODE, ConfigError, DataError, TransferpilotError
 
 #: Exit codes of ``transferpilot stage`` that no retry can fix (bad config, data, model).
 PERMANENT_EXIT_CODES = frozenset({2, 3, 4})
@@ -132,14 +132,47 @@ def stale_stages(project: Path) -> set[str]:
     return _Dvc(project).stale_stages()
 
 
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+_LEVELLED = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL):? (.*)$")
+
+
+def line_level(line: str) -> tuple[int, str]:
+    """A stage's output line as ``(logging level, text)``: the stage's own ``LEVEL text``
+    lines and DVC's ``ERROR: ...`` keep their level (the prefix dropped), the CLI's
+    ``error: ...`` is an error, anything else is information."""
+    found = _LEVELLED.match(line)
+    if found:
+        return _LEVELS[found.group(1)], found.group(2)
+    if line.startswith("error: "):
+        return _LEVELS["ERROR"], line
+    return _LEVELS["INFO"], line
+
+
+def _first_error(lines: Sequence[str]) -> str | None:
+    """The stage's own ``error: ...`` line (else DVC's ``ERROR: ...``): the failure's reason."""
+    for prefix in ("error: ", "ERROR: "):
+        found = [line for line in lines if line.startswith(prefix)]
+        if found:
+            return found[0][len(prefix) :]
+    return None
+
+
 class StageFailed(TransferpilotError):
-    """``dvc repro`` of one stage failed; ``returncode`` is the stage command's when known."""
+    """``dvc repro`` of one stage failed; ``returncode`` is the stage command's when known.
+    The message starts with the reason (the stage's own error line), then the output's tail."""
 
     def __init__(self, stage: str, returncode: int | None, tail: str) -> None:
         self.stage, self.returncode, self.tail = stage, returncode, tail
         self.exit_code = returncode if returncode in (*PERMANENT_EXIT_CODES, IO_EXIT_CODE) else 1
         code = "timed out" if returncode is None else f"exit code {returncode}"
-        super().__init__(f"stage {stage} failed ({code}):\n{tail}")
+        reason = _first_error(tail.splitlines())
+        self.reason = reason or code
+        head = (
+            f"stage {stage} failed: {reason} ({code})"
+            if reason
+            else f"stage {stage} failed ({code})"
+        )
+        super().__init__(f"{head}\n{tail}")
 
     @property
     def permanent(self) -> bool:
@@ -149,7 +182,8 @@ class StageFailed(TransferpilotError):
 
 @dataclass(frozen=True)
 class StageRun:
-    """What one stage did: ``ran`` or ``skipped`` (up to date), and how long it took."""
+    """What one stage did: ``ran``, ``restored`` (outputs checked out of DVC's run cache,
+    nothing computed) or ``skipped`` (up to date), and how long it took."""
 
     stage: str
     status: str
@@ -207,8 +241,86 @@ def repro_stage(
     if returncode != 0:
         found = _EXITED.findall(tail)
         raise StageFailed(stage, int(found[-1]) if found else returncode, tail)
-    skipped = any(f"Stage '{stage}' didn't change" in line for line in lines)
-    return StageRun(stage, "skipped" if skipped else "ran", round(time.perf_counter() - start, 2))
+    status = "ran"
+    if any(f"Stage '{stage}' didn't change" in line for line in lines):
+        status = "skipped"
+    elif any(f"Stage '{stage}' is cached" in line for line in lines):
+        status = "restored"
+    return StageRun(stage, status, round(time.perf_counter() - start, 2))
+
+
+#: Statuses after which a stage's outputs may differ from before (downstream must check).
+CHANGED = frozenset({"ran", "restored"})
+
+
+def code_version(project: Path) -> str | None:
+    """The project's git commit (short; ``+dirty`` with uncommitted changes), else None."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=project, capture_output=True, text=True
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def dataset_name(project: Path, data: Path | None = None) -> str:
+    """A short name for the run's dataset: the source folder's (or CSV file's) name."""
+    if data is None:
+        try:
+            from transferpilot.config import load_params
+
+            data = load_params(project / "params.yaml").prepare.source
+        except TransferpilotError:
+            return "dataset"
+    path = Path(data)
+    name = path.stem if path.suffix.lower() == ".csv" else path.name
+    return re.sub(r"[^\w.-]+", "-", name).strip("-") or "dataset"
+
+
+def run_name(dataset: str, run_id: str, decision: Mapping[str, Any] | None = None) -> str:
+    """``digits-svm-blocks6-1a2b3c4d``: the dataset, the decision when known, the run id."""
+    parts = [dataset]
+    if decision:
+        parts += [decision["strategy"], str(decision.get("layer", "")).replace(".", "")]
+    return "-".join([*filter(None, parts), run_id.replace("-", "")[:8]])
+
+
+def _source(data: Path, project: Path) -> str:
+    """The dataset path as params.yaml should hold it: relative inside the project."""
+    full = Path(data).expanduser().resolve()
+    try:
+        return str(full.relative_to(project.resolve()))
+    except ValueError:
+        return str(full)
+
+
+def requested_overrides(
+    project: Path,
+    data: Path | None = None,
+    model: str | None = None,
+    strategy: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    overrides: Sequence[str] | None = None,
+) -> list[str]:
+    """Every way a run can ask for a setting (the flow's parameters, the CLI's options),
+    as DVC ``-S`` overrides; later ones win."""
+    named: dict[str, Any] = {}
+    if data is not None:
+        named["prepare.source"] = _source(data, project)
+    if model is not None:
+        named["model.name"] = model
+    if strategy is not None:
+        named["decide.strategy"] = strategy
+    return to_overrides(named | dict(params or {})) + list(overrides or [])
 
 
 def to_overrides(params: Mapping[str, Any]) -> list[str]:
@@ -237,19 +349,45 @@ def _with_add_prefix(overrides: Sequence[str], data: Any) -> list[str]:
     return out
 
 
+def check_source(project: Path, params: Any) -> None:
+    """The data source ``prepare.source`` exists and can be read, else :class:`DataError`
+    (exit 3) naming it: checked before any stage runs, so DVC never fails on it."""
+    source = Path(params.prepare.source).expanduser()
+    full = source if source.is_absolute() else project / source
+    if not full.exists():
+        raise DataError(f"prepare.source: {source} does not exist (an image folder or a CSV file)")
+    if not os.access(full, os.R_OK | (os.X_OK if full.is_dir() else 0)):
+        raise DataError(f"prepare.source: {source} cannot be read (permissions)")
+
+
+def check_run(project: Path, overrides: Sequence[str], params_file: str = "params.yaml"):
+    """What a run with ``overrides`` would use, checked, with nothing written: the params
+    (:class:`ConfigError` naming a bad key or value) and the data source (:class:`DataError`)."""
+    params = _overridden(project, overrides, params_file, write=False)
+    check_source(project, params)
+    return params
+
+
 def apply_overrides(project: Path, overrides: Sequence[str], params_file: str = "params.yaml"):
     """Apply DVC ``-S`` overrides to ``params.yaml``, validated first, replaced atomically.
 
     Returns the validated :class:`~transferpilot.config.Params`; a bad override
-    raises :class:`ConfigError` naming it, and leaves ``params.yaml`` untouched.
+    raises :class:`ConfigError` naming it, a missing data source :class:`DataError`,
+    and either leaves ``params.yaml`` untouched.
     """
+    return _overridden(project, overrides, params_file, write=True)
+
+
+def _overridden(project: Path, overrides: Sequence[str], params_file: str, *, write: bool):
     import yaml
 
     from transferpilot.config import load_params
 
     path = project / params_file
     if not overrides:
-        return load_params(path)
+        params = load_params(path)
+        check_source(project, params)
+        return params
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value (e.g. train.epochs=3)")
@@ -265,11 +403,37 @@ def apply_overrides(project: Path, overrides: Sequence[str], params_file: str = 
         except ValueError as err:
             raise ConfigError(f"overrides {list(overrides)}: {err}") from None
         params = load_params(tmp)  # raises ConfigError naming the key
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        check_source(project, params)
+        if write:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
         return params
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def snapshot_params(project: Path, params_file: str = "params.yaml") -> bytes | None:
+    """``params.yaml`` as it is, to put back after a run with overrides."""
+    path = project / params_file
+    return path.read_bytes() if path.exists() else None
+
+
+def restore_params(project: Path, saved: bytes | None, params_file: str = "params.yaml") -> bool:
+    """Put ``params.yaml`` back as :func:`snapshot_params` saw it (atomically); True when it
+    had changed. A run's overrides live on in its DVC experiment, not in the workspace."""
+    from transferpilot.io import atomic_open
+
+    path = project / params_file
+    current = path.read_bytes() if path.exists() else None
+    if current == saved:
+        return False
+    if saved is None:
+        path.unlink(missing_ok=True)
+    else:
+        with atomic_open(path, "wb") as fh:
+            fh.write(saved)
+        os.chmod(path, 0o644)
+    return True
 
 
 def save_experiment(project: Path, name: str | None = None) -> str | None:
@@ -287,6 +451,10 @@ def save_experiment(project: Path, name: str | None = None) -> str | None:
     return found[-1] if found else (name or result.stdout.strip())
 
 
+#: The report artifact's figures are scaled down to fit this many pixels.
+REPORT_FIGURE_PX = 900
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a finished pipeline left: the texts the flow publishes and ``run`` prints."""
@@ -302,13 +470,18 @@ class Outcome:
     def headline_split(self) -> str:
         return "test" if "test" in self.metrics else "val"
 
-    def metric_rows(self) -> list[dict[str, Any]]:
-        """One row per split: the table artifact."""
-        return [
-            {"split": split, **values}
-            for split, values in self.metrics.items()
-            if split in ("val", "test")
-        ]
+    def metric_rows(self, digits: int = 3) -> list[dict[str, Any]]:
+        """The table artifact: one row per metric, one column per split, rounded."""
+        splits = [s for s in ("val", "test") if s in self.metrics]
+        names = dict.fromkeys(k for s in splits for k in self.metrics[s])
+        rows = []
+        for name in names:
+            row: dict[str, Any] = {"metric": name}
+            for split in splits:
+                value = self.metrics[split].get(name)
+                row[split] = round(value, digits) if isinstance(value, float) else value
+            rows.append(row)
+        return rows
 
     def headline(self) -> str:
         m = self.metrics.get(self.headline_split, {})
@@ -322,7 +495,7 @@ class Outcome:
 def outcome(project: Path) -> Outcome:
     """Read the decision, the metrics and the report that the stages wrote."""
     from transferpilot.decide import Decision
-    from transferpilot.evaluate import without_figures
+    from transferpilot.evaluate import inline_figures
     from transferpilot.profile import Profile
     from transferpilot.stages import Paths
 
@@ -352,5 +525,5 @@ def outcome(project: Path) -> Outcome:
         report_path=paths.reports / "report.md",
         report_html=paths.reports / "report.html",
         summary_markdown=summary,
-        report_markdown=without_figures(report),
+        report_markdown=inline_figures(report, paths.reports, max_px=REPORT_FIGURE_PX),
     )

@@ -172,3 +172,40 @@ def test_profile_json_has_what_a_script_needs(tmp_path: Path) -> None:
     assert out["throughput"]["train_images_per_s"] > 0
     human = tp("profile", "images", cwd=tmp_path)
     assert human.returncode == 0 and "quadrant" in human.stdout and "Decision:" in human.stdout
+
+
+def test_run_with_a_missing_data_folder_fails_at_once_and_changes_nothing(
+    tmp_path: Path, project_root: Path
+) -> None:
+    """Checked before the Prefect server starts or DVC runs: exit 3, one line, no retry."""
+    import shutil
+    import time
+
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(project_root / name, tmp_path / name)
+    before = (tmp_path / "params.yaml").read_text()
+    start = time.perf_counter()
+    result = tp("run", "--data", str(tmp_path / "nonexistent"), cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "nonexistent does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Starting temporary server" not in result.stdout + result.stderr
+    assert time.perf_counter() - start < 30  # seconds, not a server start and retries
+    bad = tp("run", "-S", "train.colour=red", cwd=tmp_path)  # a bad key: exit 2, the key named
+    assert bad.returncode == 2 and "train.colour" in bad.stderr, bad.stderr
+    assert (tmp_path / "params.yaml").read_text() == before
+
+
+def test_profile_names_every_skipped_file_and_why(tmp_path: Path) -> None:
+    image_folder(tmp_path / "images", {"red": 8, "green": 8}, size=24)
+    expected = bad_corpus(tmp_path / "images" / "green")
+    (tmp_path / "params.yaml").write_text("profile:\n  measure_throughput: false\n")
+    result = tp("-q", "profile", "images", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    skipped = {Path(s["file"]).name: s for s in json.loads(result.stdout)["skipped"]}
+    for name in ("empty.jpg", "truncated.jpg", "random.jpg", "notes.txt"):
+        assert skipped[name]["kind"] == expected[name] and skipped[name]["reason"], name
+    assert "cmyk.jpg" not in skipped  # converted and kept, not skipped
+    human = tp("profile", "images", cwd=tmp_path)
+    assert human.returncode == 0, human.stderr
+    assert "files skipped" in human.stdout and "truncated.jpg" in human.stdout

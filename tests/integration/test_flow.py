@@ -59,14 +59,19 @@ def test_every_stage_runs_as_a_task_and_artifacts_are_published(first_run, proje
     summary = artifacts["transferpilot-decision"].data
     assert decision["quadrant"] in summary and decision["reason"] in summary
     table = artifacts["transferpilot-metrics"].data
-    rows = json.loads(table) if isinstance(table, str) else table
-    assert rows[0]["split"] == "val" and 0.0 <= rows[0]["accuracy"] <= 1.0
+    rows = {r["metric"]: r for r in (json.loads(table) if isinstance(table, str) else table)}
+    accuracy = rows["accuracy"]["val"]  # metric x split, rounded for the page
+    assert 0.0 <= accuracy <= 1.0 and accuracy == round(accuracy, 3)
+    assert f"val accuracy {accuracy:.3f}" in artifacts["transferpilot-metrics"].description
     report = artifacts["transferpilot-report"].data
     for title in ("Data", "Profile", "Decision", "Training", "Metrics", "Mistakes"):
         assert f"## {title}" in report
+    # figures embedded (the UI renders data URIs), and no path of this machine
+    assert report.count("](data:image/png;base64,") >= 3
+    assert str(project) not in report and "figure:" not in report
 
 
-def test_an_override_reruns_downstream_stages_and_is_a_dvc_experiment(
+def test_an_override_lives_for_its_run_only_as_a_dvc_experiment(
     first_run, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.pipeline import pipeline
@@ -81,6 +86,8 @@ def test_an_override_reruns_downstream_stages_and_is_a_dvc_experiment(
 
     monkeypatch.setattr(library, "repro_stage", spy)
 
+    committed = (project / "params.yaml").read_text()
+    committed_params = yaml.safe_load(committed)
     result = pipeline(
         project=project, params={"train.cv_folds": 2}, experiment="folds2", retry_delay_seconds=0
     )
@@ -93,14 +100,22 @@ def test_an_override_reruns_downstream_stages_and_is_a_dvc_experiment(
         "train": "ran",
         "evaluate": "ran",
     }
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    assert params["train"]["cv_folds"] == 2  # as `dvc exp run -S` leaves the workspace
+    # the override lived for that run only: it is in the experiment, not in params.yaml
+    assert (project / "params.yaml").read_text() == committed
     assert result["experiment"] == "folds2"
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    names = [e.get("name") for row in shown for e in (row.get("experiments") or [])]
-    assert "folds2" in names
+    experiments = [e for row in shown for e in (row.get("experiments") or [])]
+    (folds2,) = [e for e in experiments if e.get("name") == "folds2"]
+    revision = folds2["revs"][0]["data"]["params"]["params.yaml"]["data"]
+    assert revision["train"]["cv_folds"] == 2
 
     assert started == ["decide", "train", "evaluate"]  # one `dvc status` cleared the others
+
+    started.clear()  # the next plain (or scheduled) run uses the committed values again
+    plain = pipeline(project=project, retry_delay_seconds=0)
+    assert started == ["decide", "train", "evaluate"]
+    assert yaml.safe_load((project / "params.yaml").read_text()) == committed_params
+    assert plain["experiment"] is None
 
     started.clear()
     again = pipeline(project=project, retry_delay_seconds=0)  # nothing changed since

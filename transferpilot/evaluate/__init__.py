@@ -17,7 +17,13 @@ from transferpilot.evaluate._plots import (
     plot_curves,
     plot_mistakes,
 )
-from transferpilot.evaluate._report import SECTIONS, build_report, to_html, without_figures
+from transferpilot.evaluate._report import (
+    SECTIONS,
+    build_report,
+    inline_figures,
+    to_html,
+    without_figures,
+)
 
 __all__ = [
     "SECTIONS",
@@ -27,6 +33,7 @@ __all__ = [
     "confident_mistakes",
     "evaluate_predictions",
     "expected_calibration_error",
+    "inline_figures",
     "plot_confusion",
     "plot_curves",
     "plot_mistakes",

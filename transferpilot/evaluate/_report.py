@@ -3,8 +3,8 @@
 :func:`build_report` is pure: it takes what the stages wrote (as dicts) and
 returns Markdown whose figures are relative links to PNGs next to it.
 :func:`to_html` inlines those PNGs, so the HTML file stands alone;
-:func:`without_figures` gives the text for places that cannot show local files
-(a Prefect artifact).
+:func:`inline_figures` embeds the figures (scaled down) for places that cannot
+show local files (a Prefect artifact); :func:`without_figures` drops them.
 """
 
 from __future__ import annotations
@@ -235,19 +235,44 @@ def without_figures(markdown_text: str) -> str:
     return _IMAGE.sub(lambda m: f"*(figure: {m.group(1)} — `{m.group(2)}`)*", markdown_text)
 
 
-def to_html(markdown_text: str, base: Path) -> str:
-    """A standalone HTML page: figures under ``base`` are inlined as data URIs."""
-    import markdown
+def _png(path: Path, max_px: int | None) -> bytes:
+    """The PNG's bytes, scaled down (aspect kept) so neither side exceeds ``max_px``."""
+    data = path.read_bytes()
+    if max_px is None:
+        return data
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        if max(image.size) <= max_px:
+            return data
+        image.thumbnail((max_px, max_px))
+        out = io.BytesIO()
+        image.save(out, format="PNG", optimize=True)
+        return out.getvalue()
+
+
+def inline_figures(markdown_text: str, base: Path, max_px: int | None = None) -> str:
+    """The report with figures under ``base`` as PNG data URIs (``max_px``: scaled down to
+    fit), so it stands alone: a Prefect artifact shows them, and no local path is left."""
 
     def inline(match: re.Match[str]) -> str:
         alt, src = match.group(1), match.group(2)
         path = base / src
         if not path.is_file():
             return f"*(missing figure: {src})*"
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        data = base64.b64encode(_png(path, max_px)).decode("ascii")
         return f"![{alt}](data:image/png;base64,{data})"
 
-    body = markdown.markdown(_IMAGE.sub(inline, markdown_text), extensions=["tables"])
+    return _IMAGE.sub(inline, markdown_text)
+
+
+def to_html(markdown_text: str, base: Path) -> str:
+    """A standalone HTML page: figures under ``base`` are inlined as data URIs."""
+    import markdown
+
+    body = markdown.markdown(inline_figures(markdown_text, base), extensions=["tables"])
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
         "line-height:1.5;color:#222}table{border-collapse:collapse;margin:.5em 0}"
