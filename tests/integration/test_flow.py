@@ -41,6 +41,37 @@ def artifacts_of(flow_run_id: Any) -> dict[str, Any]:
     return {a.key: a for a in found}
 
 
+def flow_run_of(state: Any) -> Any:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id)
+
+
+def task_states(flow_run_id: Any) -> dict[str, str]:
+    """``{task run name: final state name}`` of one flow run."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return {r.name: r.state.name for r in runs}
+
+
+def test_the_run_is_named_tagged_and_versioned_after_what_it_did(first_run) -> None:
+    state, result = first_run
+    run = flow_run_of(state)
+    decision = result["decision"]
+    layer = decision["layer"].replace(".", "")
+    assert run.name.startswith(f"tiny-{decision['strategy']}-{layer}-"), run.name
+    assert {"dataset:tiny", f"strategy:{decision['strategy']}"} <= set(run.tags)
+    assert run.flow_version and len(run.flow_version.split("+")[0]) >= 7  # the git commit
+    names = set(task_states(run.id))
+    assert {"params", "publish", *STAGES} <= names  # no random suffixes
+
+
 def test_every_stage_runs_as_a_task_and_artifacts_are_published(first_run, project: Path) -> None:
     state, result = first_run
     assert state.is_completed()
@@ -118,9 +149,11 @@ def test_an_override_lives_for_its_run_only_as_a_dvc_experiment(
     assert plain["experiment"] is None
 
     started.clear()
-    again = pipeline(project=project, retry_delay_seconds=0)  # nothing changed since
-    assert {r["status"] for r in again["stages"].values()} == {"skipped"}
+    again = pipeline(project=project, retry_delay_seconds=0, return_state=True)
+    assert {r["status"] for r in again.result()["stages"].values()} == {"skipped"}
     assert started == []  # no `dvc repro` process at all
+    states = task_states(again.state_details.flow_run_id)
+    assert {states[stage] for stage in STAGES} == {"Skipped"}  # not six "Completed"
 
 
 def test_a_bad_override_stops_before_any_stage(first_run, project: Path) -> None:
@@ -170,3 +203,34 @@ def test_a_transient_failure_is_retried_and_a_permanent_one_is_not(
         pipeline(project=project, retry_delay_seconds=0)
     assert failed.value.exit_code == 3
     assert calls == ["prepare", "extract"]  # not retried, nothing after it ran
+
+
+def test_a_failed_stage_says_why_first_and_logs_at_the_right_level() -> None:
+    from transferpilot import orchestrate as library
+
+    tail = "INFO prepare: reading\nerror: images: no usable images; see validation.txt\n" + (
+        "ERROR: failed to reproduce 'prepare': exited with 3"
+    )
+    failed = library.StageFailed("prepare", 3, tail)
+    assert str(failed).startswith("stage prepare failed: images: no usable images")
+    assert library.line_level("INFO prepare: reading") == (20, "prepare: reading")
+    assert library.line_level("WARNING low memory")[0] == 30
+    assert library.line_level("ERROR: failed to reproduce 'prepare'")[0] == 40
+    assert library.line_level("error: images: no usable images")[0] == 40
+    assert library.line_level("Running stage 'prepare':") == (20, "Running stage 'prepare':")
+
+
+def test_a_failed_prepare_publishes_its_validation_report(
+    tmp_path: Path, project_root: Path, prefect_harness: None
+) -> None:
+    """One class only: prepare fails (exit 3, no retry) and says which files and why."""
+    from flows.pipeline import pipeline
+
+    bad = working_copy(tmp_path / "bad", project_root, classes={"red": 4})
+    state = pipeline(project=bad, retry_delay_seconds=0, return_state=True)
+    assert state.is_failed()
+    assert "stage prepare failed" in state.message and "class" in state.message
+    artifacts = artifacts_of(state.state_details.flow_run_id)
+    report = artifacts["transferpilot-validation"].data
+    assert "Data validation" in report and "red" in report
+    assert task_states(state.state_details.flow_run_id)["prepare"] == "Failed"
