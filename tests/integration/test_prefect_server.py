@@ -4,6 +4,7 @@ through the REST API, as the Prefect UI reads them."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.projects import working_copy
 
@@ -136,25 +138,18 @@ def test_a_deployment_runs_on_a_worker_and_its_artifacts_are_visible(server, pro
     assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
     assert nightly["work_pool_name"] == "transferpilot"
 
-    started = prefect(["deployment", "run", "transferpilot/nightly"], project, env)
-    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started).group(1)
-    prefect(["worker", "start", "--pool", "transferpilot", "--run-once"], project, env, timeout=900)
-
-    deadline = time.monotonic() + 300
-    while True:
-        run = httpx.get(f"{api}/flow_runs/{flow_run_id}").json()
-        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-            break
-        assert time.monotonic() < deadline, f"flow run still {run['state']['type']}"
-        time.sleep(2)
-    assert run["state"]["type"] == "COMPLETED", run_logs(api, flow_run_id)
+    committed = (project / "params.yaml").read_text()
+    # a one-off experiment from the UI or the CLI: its override must not outlive the run
+    flow_run_id = run_deployment(api, env, project, "--param", 'overrides=["train.cv_folds=2"]')
+    assert (project / "params.yaml").read_text() == committed
+    decision = json.loads((project / "data" / "decision" / "decision.json").read_text())
+    assert decision["train"]["cv_folds"] == 2  # the run itself used the override
 
     tasks = httpx.post(
         f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}}
     ).json()
-    names = {t["name"] for t in tasks}  # task run names: the stages by name, then e.g. publish-1a2
-    assert names >= {"prepare", "extract", "profile", "decide", "train", "evaluate"}
-    assert any(name.startswith("publish") for name in names)
+    names = {t["name"] for t in tasks}  # task run names: the stages and helpers, plainly
+    assert names >= {"prepare", "extract", "profile", "decide", "train", "evaluate", "publish"}
     assert all(t["state"]["type"] == "COMPLETED" for t in tasks)
 
     artifacts = httpx.post(
@@ -169,6 +164,31 @@ def test_a_deployment_runs_on_a_worker_and_its_artifacts_are_visible(server, pro
     assert (project / "reports" / "report.html").is_file()  # it ran in the project folder
 
     assert "Running stage 'extract'" in run_logs(api, flow_run_id)
+    report = by_key["transferpilot-report"]["data"]
+    assert "](data:image/png;base64," in report and str(project) not in report
+
+    # the next (scheduled or plain) run uses the committed params again
+    plain_id = run_deployment(api, env, project)
+    decision = json.loads((project / "data" / "decision" / "decision.json").read_text())
+    assert decision["train"]["cv_folds"] == yaml.safe_load(committed)["train"]["cv_folds"] != 2
+    plain = httpx.get(f"{api}/flow_runs/{plain_id}").json()
+    assert plain["name"].startswith("tiny-") and "dataset:tiny" in plain["tags"]
+
+
+def run_deployment(api: str, env: dict[str, str], project: Path, *args: str) -> str:
+    """Start a run of the nightly deployment, let a worker run it; its id, once completed."""
+    started = prefect(["deployment", "run", "transferpilot/nightly", *args], project, env)
+    flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", started).group(1)
+    prefect(["worker", "start", "--pool", "transferpilot", "--run-once"], project, env, timeout=900)
+    deadline = time.monotonic() + 300
+    while True:
+        run = httpx.get(f"{api}/flow_runs/{flow_run_id}").json()
+        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            break
+        assert time.monotonic() < deadline, f"flow run still {run['state']['type']}"
+        time.sleep(2)
+    assert run["state"]["type"] == "COMPLETED", run_logs(api, flow_run_id)
+    return flow_run_id
 
 
 def test_transferpilot_serve_runs_the_flow_on_its_cron_schedule(server, project: Path) -> None:
