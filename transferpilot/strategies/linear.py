@@ -16,6 +16,8 @@ probabilities too (the softmax of raw margins was 0.4 to 0.5 off in ECE).
 
 from __future__ import annotations
 
+import logging
+import time
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +36,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from transferpilot.calibration import expected_calibration_error, fit_temperature
 from transferpilot.strategies._registry import register_strategy
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -240,8 +244,30 @@ class FeatureStrategy:
 
         X = linear_inputs(self.layer, table.array(self.layer))
         y = table.labels
-        self.estimator_ = LinearClassifier.from_settings(self.kind or self.name, self.settings)
-        self.estimator_.fit(X[train], y[train])
+        self.estimator_ = est = LinearClassifier.from_settings(
+            self.kind or self.name, self.settings
+        )
+        log.info(
+            "%s on %s: %d rows x %d features; C by %d-fold CV over %s, then %s",
+            KIND_NAMES[est.kind],
+            self.layer,
+            int(np.count_nonzero(train) if train.dtype == bool else len(train)),
+            X.shape[1],
+            est.cv_folds,
+            ", ".join(f"{c:g}" for c in est.c_grid),
+            "a temperature on out-of-fold scores" if est.calibrate else "no calibration",
+        )
+        start = time.perf_counter()
+        est.fit(X[train], y[train])
+        log.info(
+            "%s: C=%g, CV accuracy %.3f ± %.3f, temperature %.2f (%.1f s)",
+            KIND_NAMES[est.kind],
+            est.best_C_,
+            est.cv_accuracy_,
+            est.cv_std_,
+            est.temperature_,
+            time.perf_counter() - start,
+        )
         self.classes_ = [str(c) for c in self.estimator_.classes_]
         self.pool_grid_ = table.meta.pool_grid
         self.summary_ = {

