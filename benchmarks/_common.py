@@ -18,22 +18,9 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 def commit() -> str:
     """The commit the figures are measured at (``+dirty`` when the tree has changes)."""
-    import subprocess
+    from transferpilot.orchestrate import code_version
 
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return f"{head}+dirty" if dirty else head or "unknown"
+    return code_version(Path(__file__).resolve().parents[1]) or "unknown"
 
 
 def machine() -> dict[str, Any]:
