@@ -82,6 +82,7 @@ def pipeline(
     if not (project / "dvc.yaml").is_file():
         raise ConfigError(f"{project}: no dvc.yaml here; run from the transferpilot project folder")
     requested = tp.requested_overrides(project, data, model, strategy, params, overrides)
+    label_run(tp.dataset_name(project, data))  # tagged from the start, failed runs too
     saved_params = tp.snapshot_params(project)
     apply_params(project, requested)
     try:

@@ -136,9 +136,12 @@ def publish_validation(project: Path) -> bool:
     return True
 
 
-def label_run(dataset: str, decision: dict[str, Any], experiment: str | None) -> None:
+def label_run(
+    dataset: str, decision: dict[str, Any] | None = None, experiment: str | None = None
+) -> None:
     """Name the flow run after its dataset and decision, and tag it (dataset, strategy,
-    experiment), so the runs list tells runs apart. Best effort: never fails the run."""
+    experiment), so the runs list tells runs apart; called as the run starts (the dataset
+    only: a failed run is tagged too) and when it ends. Best effort: never fails the run."""
     from prefect import get_client
     from prefect.runtime import flow_run
 
@@ -146,7 +149,9 @@ def label_run(dataset: str, decision: dict[str, Any], experiment: str | None) ->
     run_id = flow_run.id
     if not run_id:
         return
-    tags = [f"dataset:{dataset}", f"strategy:{decision['strategy']}"]
+    tags = [f"dataset:{dataset}"]
+    if decision:
+        tags.append(f"strategy:{decision['strategy']}")
     if experiment:
         tags.append(f"experiment:{experiment}")
     try:

@@ -234,3 +234,4 @@ def test_a_failed_prepare_publishes_its_validation_report(
     report = artifacts["transferpilot-validation"].data
     assert "Data validation" in report and "red" in report
     assert task_states(state.state_details.flow_run_id)["prepare"] == "Failed"
+    assert "dataset:tiny" in flow_run_of(state).tags  # tagged as it started
