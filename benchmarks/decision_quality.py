@@ -180,7 +180,8 @@ def run_dataset(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
         "finetune_seconds": finetune["seconds"],
         "profile": profile.to_dict(),
         "runs": {
-            k: {f: v for f, v in r.items() if f != "correct"} | {"correct": r["correct"].tolist()}
+            k: {f: v for f, v in r.items() if f != "correct"}
+            | {"correct": "".join(map(str, r["correct"].tolist()))}  # per val image, 1 = right
             for k, r in runs.items()
         },
     }

@@ -63,11 +63,6 @@ class Candidate:
     transfer: bool
     verdict: str = ""
 
-    @property
-    def label(self) -> str:
-        what = _NAMES.get(self.strategy, self.strategy)
-        return f"{what} on {'the raw pixels' if self.layer == PIXELS else self.layer}"
-
 
 @dataclass(frozen=True)
 class Decision(JsonData):
