@@ -67,7 +67,9 @@ def _linear(estimator: Any, mean: Any = 0.0, scale: Any = 1.0) -> nn.Linear:
     weight = coef / scale / temperature
     bias = (bias - (coef / scale * mean).sum(axis=1)) / temperature
     if weight.shape[0] == 1:
-        half = 0.5 if estimator.kind == "linear" else 1.0
+        from transferpilot.strategies.linear import binary_half
+
+        half = binary_half(estimator.kind)
         weight = np.vstack([-half * weight, half * weight])
         bias = np.array([-half * bias[0], half * bias[0]])
     layer = nn.Linear(weight.shape[1], weight.shape[0])

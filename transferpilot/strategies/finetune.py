@@ -6,6 +6,7 @@ gives the same file) for ``dvc plots``."""
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transferpilot.strategies._registry import register_strategy
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -33,6 +36,12 @@ CURVE_COLUMNS = (
 )
 #: The loop's per-epoch fields behind the curves' columns (its "val" is the held-in split).
 _FIELDS = {"held_in_loss": "val_loss", "held_in_accuracy": "val_accuracy"}
+
+
+def _rows(selection: np.ndarray) -> np.ndarray:
+    """Row indices of a boolean mask (or of indices, as given)."""
+    selection = np.asarray(selection)
+    return np.flatnonzero(selection) if selection.dtype == bool else selection
 
 
 #: The share of each class's training images held in to choose the epoch (early stopping).
@@ -72,10 +81,11 @@ class Finetune:
 
         paths = np.asarray([r.path for r in table.records], dtype=object)
         labels = table.labels
-        train = np.flatnonzero(train) if train.dtype == bool else np.asarray(train)
+        train, val_rows = _rows(train), _rows(val)
         held = train[held_in_split(labels[train], HELD_IN, self.tuner.config.seed)]
         if not len(held):  # too few images to hold any in: select on val, and say so
-            held = np.flatnonzero(val) if val.dtype == bool else np.asarray(val)
+            log.warning("too few training images to hold any in: the epoch is chosen on val")
+            held = val_rows
         fit_rows = np.setdiff1d(train, held)
         size = self.tuner.data_config().input_size[1]
         same_size = size == table.meta.input_size  # else the cached codes do not fit
@@ -88,7 +98,6 @@ class Finetune:
         )
         result = self.tuner.result_
         self.classes_ = list(self.tuner.classes_)
-        val_rows = np.flatnonzero(val) if val.dtype == bool else np.asarray(val)
         val_accuracy = float("nan")
         if len(val_rows):
             proba = self.predict_proba(table, val_rows)

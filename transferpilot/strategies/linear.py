@@ -56,19 +56,21 @@ def as_logits(margins: np.ndarray, kind: str) -> np.ndarray:
     (the sigmoid), ``(-m, m)`` for the SVMs."""
     margins = np.asarray(margins, dtype=np.float64)
     if margins.ndim == 1:
-        half = 0.5 if kind == "linear" else 1.0
+        half = binary_half(kind)
         margins = np.stack([-half * margins, half * margins], axis=1)
     return margins
+
+
+def binary_half(kind: str) -> float:
+    """The factor of a binary model's margin in each of its two logits (see :func:`as_logits`)."""
+    return 0.5 if kind == "linear" else 1.0
 
 
 class SoftmaxLinearSVC(LinearSVC):
     """:class:`LinearSVC` whose ``predict_proba`` is a softmax of the margins (uncalibrated)."""
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        margins = self.decision_function(X)
-        if margins.ndim == 1:
-            margins = np.stack([-margins, margins], axis=1)
-        return softmax(margins, axis=1)
+        return softmax(as_logits(self.decision_function(X), "svm"), axis=1)
 
 
 #: Nyström components of the ``kernel`` classifier, at most (one per training row below that).
