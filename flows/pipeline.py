@@ -19,10 +19,11 @@ the profile, decision, metrics and report are published as artifacts.
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, unmapped
 
 from tasks import (
     apply_params,
+    extract_shard,
     label_run,
     publish,
     publish_validation,
@@ -59,6 +60,7 @@ def pipeline(
     params: dict[str, Any] | None = None,
     overrides: list[str] | None = None,
     experiment: str | None = None,
+    cluster: str | None = None,
     stage_timeout_minutes: float = 240.0,
     retries: int = 2,
     retry_delay_seconds: float = 10.0,
@@ -73,6 +75,8 @@ def pipeline(
         params: more settings by dotted key, e.g. ``{"train.epochs": 3}``.
         overrides: DVC ``-S`` overrides as strings, e.g. ``["train.lr=0.0005"]``.
         experiment: the DVC experiment's name (runs with overrides are recorded).
+        cluster: ``local:N`` or ``tcp://HOST:PORT``: the images to extract are first
+            computed into the feature cache as shards mapped over this Dask cluster.
         stage_timeout_minutes: a stage running longer is killed (and retried).
         retries: retries of a failed stage (not for bad configuration, data or model).
         retry_delay_seconds: the wait before a retry.
@@ -82,12 +86,19 @@ def pipeline(
     if not (project / "dvc.yaml").is_file():
         raise ConfigError(f"{project}: no dvc.yaml here; run from the transferpilot project folder")
     requested = tp.requested_overrides(project, data, model, strategy, params, overrides)
+    dask = tp.parse_cluster(cluster)
     label_run(tp.dataset_name(project, data))  # tagged from the start, failed runs too
     saved_params = tp.snapshot_params(project)
     apply_params(project, requested)
     try:
         return _run_stages(
-            project, requested, experiment, stage_timeout_minutes, retries, retry_delay_seconds
+            project,
+            requested,
+            experiment,
+            dask,
+            stage_timeout_minutes,
+            retries,
+            retry_delay_seconds,
         )
     finally:
         if tp.restore_params(project, saved_params):
@@ -101,6 +112,7 @@ def _run_stages(
     project: Path,
     requested: list[str],
     experiment: str | None,
+    cluster: tp.Cluster | None,
     stage_timeout_minutes: float,
     retries: int,
     retry_delay_seconds: float,
@@ -114,6 +126,10 @@ def _run_stages(
         # up to date: not stale, and nothing upstream ran (else DVC decides)
         ran_upstream = any(runs.get(u, {}).get("status") in tp.CHANGED for u in upstream)
         current = stage not in stale and not ran_upstream
+        if stage == "extract" and cluster and not current:
+            # fill the feature cache on the cluster; the DVC stage then only assembles
+            runner = cluster.task_runner(api_url=_api_url())
+            extract_on_cluster.with_options(task_runner=runner)(project, cluster.spec)
         futures[stage] = task.submit(
             project,
             stage,
@@ -134,6 +150,41 @@ def _run_stages(
     logger.info("stages run: %s; up to date: %d", ", ".join(ran) or "none", len(runs) - len(ran))
     logger.info("%s — report: %s", result["headline"], result["report"])
     return {"stages": runs, "experiment": saved, **result}
+
+
+def _api_url() -> str:
+    """The Prefect API this run reports to (a temporary server's too)."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return str(client.api_url)
+
+
+@flow(name="extract on dask", flow_run_name="extract on {cluster}", validate_parameters=True)
+def extract_on_cluster(project: Path, cluster: str) -> dict[str, Any]:
+    """The images the feature cache lacks, computed as shards (by image hash) mapped over
+    the Dask cluster the task runner was given: each shard a task, retried on its own."""
+    from transferpilot.stages.extract import plan_shards
+
+    logger = get_run_logger()
+    spec = tp.parse_cluster(cluster)
+    shards = plan_shards(project, spec.shards)
+    if not shards:
+        logger.info("every image is in the feature cache: nothing for the cluster to do")
+        return {"shards": 0, "computed": 0}
+    names = [f"{i + 1:0{len(str(len(shards)))}d}-of-{len(shards)}" for i in range(len(shards))]
+    logger.info(
+        "%d images to extract in %d shards on Dask (%s, %s model threads per worker)",
+        sum(map(len, shards)),
+        len(shards),
+        cluster,
+        spec.threads or "all",
+    )
+    futures = extract_shard.map(unmapped(project), shards, names, unmapped(spec.threads))
+    done = [f.result() for f in futures]
+    computed = sum(d["computed"] for d in done)
+    logger.info("cluster extraction: %d images computed in %d shards", computed, len(done))
+    return {"shards": len(done), "computed": computed}
 
 
 if __name__ == "__main__":

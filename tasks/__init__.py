@@ -73,6 +73,31 @@ def stage_task(
     )
 
 
+@task(
+    name="extract shard",
+    task_run_name="extract shard {shard}",
+    cache_policy=NO_CACHE,
+    retries=STAGE_RETRIES,
+    retry_delay_seconds=2,
+)
+def extract_shard(
+    project: Path, items: list[tuple[str, str]], shard: str, threads: int | None = None
+) -> dict[str, Any]:
+    """One shard of the manifest into the feature cache, on the worker the task runner
+    picks (a Dask worker under ``--cluster``). A retry computes only what is missing."""
+    from transferpilot.stages.extract import fill_shard
+
+    done = fill_shard(project, items, shard, threads)
+    get_run_logger().info(
+        "shard %s: %d images, %d computed in %.1f s",
+        shard,
+        done["images"],
+        done["computed"],
+        done["seconds"],
+    )
+    return done
+
+
 @task(name="params", task_run_name="params", cache_policy=NO_CACHE)
 def apply_params(project: Path, overrides: list[str]) -> dict[str, Any]:
     """Validate the overrides and write them into params.yaml (as ``dvc exp run -S``)."""

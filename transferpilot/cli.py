@@ -248,11 +248,33 @@ def _flow() -> Any:
 
 
 def _flow_parameters(
-    data: Path | None, model: str | None, strategy: str | None, overrides: list[str] | None
+    data: Path | None,
+    model: str | None,
+    strategy: str | None,
+    overrides: list[str] | None,
+    cluster: str | None = None,
 ) -> dict:
-    """The flow's parameters, from the options actually given."""
-    given = {"data": data, "model": model, "strategy": strategy, "overrides": overrides or None}
+    """The flow's parameters, from the options actually given (the cluster checked)."""
+    from transferpilot.orchestrate import parse_cluster
+
+    parse_cluster(cluster)
+    given = {
+        "data": data,
+        "model": model,
+        "strategy": strategy,
+        "overrides": overrides or None,
+        "cluster": cluster,
+    }
     return {k: v for k, v in given.items() if v is not None}
+
+
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="extract on Dask: local:N (N worker processes here) or tcp://HOST:PORT"
+        " (a running scheduler; its workers see the project, images and cache)"
+    ),
+]
 
 
 @app.command()
@@ -262,12 +284,13 @@ def run(
     strategy: StrategyOpt = None,
     set_param: OverrideOpt = None,
     name: Annotated[str | None, typer.Option(help="the DVC experiment's name")] = None,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Run the whole pipeline as the Prefect flow (each DVC stage a task), then print the
     headline metrics and the report's path."""
     from transferpilot import orchestrate
 
-    params = _flow_parameters(data, model, strategy, set_param)
+    params = _flow_parameters(data, model, strategy, set_param, cluster)
     if not Path("dvc.yaml").is_file():
         raise ConfigError("no dvc.yaml here; run from the transferpilot project folder")
     # Settings and data checked before the Prefect server starts or DVC runs: a typo
@@ -309,12 +332,13 @@ def serve(
     model: RunModelOpt = None,
     strategy: StrategyOpt = None,
     set_param: OverrideOpt = None,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Serve the flow with a cron schedule: runs appear in the Prefect UI (set
     PREFECT_API_URL to your `prefect server start`). Stops with Ctrl-C."""
     from transferpilot import orchestrate
 
-    params = _flow_parameters(data, model, strategy, set_param)
+    params = _flow_parameters(data, model, strategy, set_param, cluster)
     orchestrate.check_run(
         Path("."),
         orchestrate.requested_overrides(

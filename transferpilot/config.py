@@ -285,12 +285,34 @@ class TrainParams(Section):
         json_schema_extra=FINETUNE,
     )
     channels_last: bool = Field(True, json_schema_extra=FINETUNE)
+    nproc_per_node: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="finetune: training processes here (torchrun + DDP; gloo on CPU, nccl on CUDA)",
+        json_schema_extra=FINETUNE,
+    )
+    nnodes: int = Field(
+        1,
+        ge=1,
+        description="finetune: machines training together (each runs the stage); > 1 needs"
+        " rdzv_endpoint",
+        json_schema_extra=FINETUNE,
+    )
+    rdzv_endpoint: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.\-]+:\d+$",
+        description="finetune: HOST:PORT where the machines meet (torchrun's c10d rendezvous)",
+        json_schema_extra=FINETUNE,
+    )
 
     @model_validator(mode="after")
     def _crop_scale_ordered(self) -> TrainParams:
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
             raise ValueError("crop_scale must be two numbers 0 < low <= high <= 1")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError("nnodes > 1 needs rdzv_endpoint (HOST:PORT of the rendezvous)")
         return self
 
     @classmethod

@@ -26,6 +26,7 @@ from transferpilot.features._extract import (
     ExtractStats,
     cache_key,
     extract_to_cache,
+    forward_graph,
     output_names,
     pixel_codes,
     pool,
@@ -49,7 +50,9 @@ __all__ = [
     "extract_features",
     "fill_cache",
     "linear_inputs",
+    "missing_shards",
     "moment_points",
+    "open_cache",
     "output_names",
     "pixel_codes",
     "pool",
@@ -68,18 +71,59 @@ class FeatureSet:
     stats: ExtractStats
 
 
+def open_cache(
+    backbone: Backbone, settings: ExtractParams, device: torch.device | None = None
+) -> FeatureCache:
+    """The feature cache of ``backbone`` with these settings on ``device``."""
+    runtime = resolve_runtime(settings.runtime, device or torch.device("cpu"))
+    return FeatureCache(settings.cache_dir, cache_key(backbone, settings.pool_grid, runtime))
+
+
 def fill_cache(
     backbone: Backbone,
     items: Sequence[tuple[Path, str]],
     settings: ExtractParams,
     device: torch.device | None = None,
+    *,
+    lock: str = "extract",
+    threads: int | None = None,
 ) -> tuple[FeatureCache, ExtractStats]:
-    """Compute what ``settings.cache_dir`` lacks for ``(path, sha256)`` items; the cache."""
+    """Compute what ``settings.cache_dir`` lacks for ``(path, sha256)`` items; the cache.
+    ``lock`` and ``threads``: see :func:`~transferpilot.features._extract.extract_to_cache`."""
     device = device or torch.device("cpu")
-    runtime = resolve_runtime(settings.runtime, device)
-    cache = FeatureCache(settings.cache_dir, cache_key(backbone, settings.pool_grid, runtime))
-    stats = extract_to_cache(backbone, items, cache, device=device, opts=settings)
+    cache = open_cache(backbone, settings, device)
+    stats = extract_to_cache(
+        backbone, items, cache, device=device, opts=settings, lock=lock, threads=threads
+    )
     return cache, stats
+
+
+def missing_shards(
+    backbone: Backbone,
+    items: Sequence[tuple[Path, str]],
+    settings: ExtractParams,
+    shards: int,
+    device: torch.device | None = None,
+    *,
+    max_images: int = 1000,
+) -> list[list[tuple[Path, str]]]:
+    """The ``(path, sha256)`` items the cache lacks, one per image, in non-empty groups
+    by image hash: ``shards`` groups, more where a group would exceed ``max_images``
+    on average (a retry then repeats little). An image falls in the same group wherever
+    this runs. On the CPU the ONNX graph is exported here first, so workers that start
+    together find it ready."""
+    cache = open_cache(backbone, settings, device)
+    todo = set(cache.missing(sha for _, sha in items))
+    count = max(1, shards, -(-len(todo) // max_images))
+    groups: list[list[tuple[Path, str]]] = [[] for _ in range(count)]
+    for path, sha in items:
+        if sha in todo:
+            todo.discard(sha)
+            groups[int(sha[:8], 16) % len(groups)].append((path, sha))
+    groups = [g for g in groups if g]
+    if groups and cache.key.runtime == "onnxruntime":
+        forward_graph(backbone, cache, settings)
+    return groups
 
 
 def extract_features(

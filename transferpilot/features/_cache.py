@@ -158,9 +158,11 @@ class FeatureCache:
         self._verified[name] = True
         return name
 
-    def extraction_lock(self, wait_log_s: float = 10.0) -> _PatientLock:
-        """Held while computing missing rows, so two runs never compute the same images."""
-        return _PatientLock(FileLock(self.dir / "extract.lock"), wait_log_s)
+    def extraction_lock(self, name: str = "extract", wait_log_s: float = 10.0) -> _PatientLock:
+        """Held while computing missing rows, so two runs never compute the same images.
+        Shards of one run computed side by side (disjoint images) each take their own
+        ``name``; a shard's retry waits for its first try."""
+        return _PatientLock(FileLock(self.dir / f"{name}.lock"), wait_log_s)
 
     # -- reading -----------------------------------------------------------
     def read(self, shas: Sequence[str], names: Sequence[str]) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -186,16 +187,16 @@ class _OrtRunner:
 
     GRAPH = "forward.onnx"
 
-    def __init__(self, backbone: Backbone, cache: FeatureCache, opts: ExtractParams) -> None:
+    def __init__(
+        self, backbone: Backbone, cache: FeatureCache, opts: ExtractParams, threads: int | None
+    ) -> None:
         import onnxruntime as ort
 
         self.outputs = ForwardOutputs(backbone, opts.pool_grid)
         self.micro = opts.batch_size
-        path = cache.dir / self.GRAPH
-        if not path.is_file():
-            export_forward(self.outputs, backbone.data_config.input_size, path)
+        path = forward_graph(backbone, cache, opts, self.outputs)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = os.cpu_count() or 1
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(
@@ -211,6 +212,23 @@ class _OrtRunner:
     def __call__(self, x: torch.Tensor) -> dict[str, np.ndarray]:
         out = self.session.run(None, {"image": x.numpy()})
         return dict(zip(self.outputs.keys, out, strict=True))
+
+
+def forward_graph(
+    backbone: Backbone,
+    cache: FeatureCache,
+    opts: ExtractParams,
+    outputs: ForwardOutputs | None = None,
+) -> Path:
+    """The cache key's ONNX graph, exported on first use; processes that start at once
+    (Dask workers) wait for the one that exports it."""
+    path = cache.dir / _OrtRunner.GRAPH
+    if not path.is_file():
+        with FileLock(cache.dir / "export.lock"):
+            if not path.is_file():
+                outputs = outputs or ForwardOutputs(backbone, opts.pool_grid)
+                export_forward(outputs, backbone.data_config.input_size, path)
+    return path
 
 
 def export_forward(outputs: ForwardOutputs, input_size: Sequence[int], path: Path) -> Path:
@@ -237,15 +255,19 @@ def extract_to_cache(
     *,
     device: torch.device,
     opts: ExtractParams,
+    lock: str = "extract",
+    threads: int | None = None,
 ) -> ExtractStats:
     """Compute and cache features for every ``(path, sha256)`` not cached yet.
 
     Decoding runs in ``opts.workers`` DataLoader processes while the model runs
     here; finished rows are flushed to a shard every ``opts.shard_size`` images,
-    so a killed run keeps what it completed.
+    so a killed run keeps what it completed. ``lock`` names the extraction lock (one
+    per shard when shards run side by side); ``threads`` caps ONNX Runtime's threads
+    (default: every core).
     """
     start = time.perf_counter()
-    with cache.extraction_lock():
+    with cache.extraction_lock(lock):
         todo_shas = set(cache.missing(sha for _, sha in items))
         todo: list[tuple[Path, str]] = []
         for path, sha in items:
@@ -258,7 +280,7 @@ def extract_to_cache(
             return ExtractStats(len(items), unique, 0, time.perf_counter() - start, opts.batch_size)
         runtime = resolve_runtime(opts.runtime, device)
         if runtime == "onnxruntime":
-            runner: _Runner | _OrtRunner = _OrtRunner(backbone, cache, opts)
+            runner: _Runner | _OrtRunner = _OrtRunner(backbone, cache, opts, threads)
         else:
             runner = _Runner(backbone, device, opts)
         workers = resolve_workers(opts.workers)

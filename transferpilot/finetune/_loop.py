@@ -16,6 +16,12 @@
 4. keep the best epoch by validation accuracy, stop after ``patience``
    epochs without improvement; checkpoint every epoch and resume from the last.
 
+Inside a torchrun launch (:mod:`transferpilot.finetune._distributed`) the same
+loop runs on every rank: the model wrapped in DistributedDataParallel, each rank
+on ``batch_size / ranks`` images of every batch (a ``DistributedSampler``, its
+epoch set each epoch), losses and accuracies summed over the ranks; rank 0 alone
+checkpoints and logs.
+
 Each epoch seeds its own randomness from ``(seed, epoch)``, so a run resumed
 after a kill continues exactly as the uninterrupted run would have.
 """
@@ -37,10 +43,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from transferpilot.config import TrainParams, resolve_workers
 from transferpilot.finetune._checkpoint import load_checkpoint, save_checkpoint
+from transferpilot.finetune._distributed import all_sum, barrier, rank_world
 from transferpilot.finetune._groups import (
     freeze,
     frozen_patterns,
@@ -91,6 +98,11 @@ def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of one epoch on one rank (rank 0's is the single-process seed)."""
+    return seed * 100_003 + epoch + rank * 1_000_003
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -187,13 +199,30 @@ class Finetuner:
         if self.config.channels_last:
             self.model_.to(memory_format=torch.channels_last)
 
-    def _loader(self, dataset: Dataset, *, shuffle: bool, epoch: int) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+    def _loader(
+        self, dataset: Dataset, *, shuffle: bool, epoch: int, shared: bool = False
+    ) -> DataLoader:
+        """Batches of ``dataset``; ``shared``: this rank's share only (training: a
+        ``DistributedSampler`` and ``batch_size / ranks`` per batch; evaluation: every
+        ranks-th image), the whole dataset outside a process group."""
+        rank, world = rank_world()
+        generator = torch.Generator().manual_seed(_seed(self.config.seed, epoch, rank))
+        batch, sampler = self.config.batch_size, None
+        if shared and world > 1 and shuffle:
+            batch = max(1, batch // world)
+            sampler = DistributedSampler(
+                dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.config.seed
+            )
+            sampler.set_epoch(epoch)
+        elif shared and world > 1:
+            dataset = Subset(dataset, range(rank, len(dataset), world))
+        rows = len(sampler) if sampler is not None else len(dataset)
         return DataLoader(
             dataset,
-            batch_size=self.config.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) > self.config.batch_size,
+            batch_size=batch,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            drop_last=shuffle and rows > batch,
             num_workers=resolve_workers(self.config.workers),
             worker_init_fn=_seed_worker,
             generator=generator,
@@ -263,8 +292,10 @@ class Finetuner:
 
     # -- training -----------------------------------------------------------
     def _run_epoch(self, loader: DataLoader, optimizer, scheduler, criterion, train: bool):
+        """One pass; loss and accuracy over every rank's images."""
         model = self.model_
         model.train(train)
+        forward = self.train_model_ if train else model
         if train:
             set_batchnorm_mode(model, train_unfrozen=self.config.train_bn)
         total, correct, loss_sum = 0, 0, 0.0
@@ -276,7 +307,7 @@ class Finetuner:
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = y.to(self.device, non_blocking=True)
                 with self._autocast():
-                    logits = model(x)
+                    logits = forward(x)
                     loss = criterion(logits.float(), y)
                 if train:
                     optimizer.zero_grad(set_to_none=True)
@@ -286,7 +317,8 @@ class Finetuner:
                 total += len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 loss_sum += float(loss.detach()) * len(y)
-        return loss_sum / max(total, 1), correct / max(total, 1), total
+        loss_sum, correct, total = all_sum([loss_sum, correct, total], self.device)
+        return loss_sum / max(total, 1), correct / max(total, 1), int(total)
 
     def _run_key(self, paths: Sequence[Path], targets: Sequence[int]) -> str:
         text = json.dumps(
@@ -329,7 +361,7 @@ class Finetuner:
         self.init_head(np.asarray(codes), labels)
         train_set = _Images(paths, targets, train_tf)
         val_set = _Images(val_paths, val_targets, eval_tf)
-        steps_per_epoch = len(self._loader(train_set, shuffle=True, epoch=0))
+        steps_per_epoch = len(self._loader(train_set, shuffle=True, epoch=0, shared=True))
         groups, self.groups_ = param_groups(
             self.model_, self.head_name_, lr=c.lr, lr_ratio=c.lr_ratio, weight_decay=c.weight_decay
         )
@@ -358,6 +390,8 @@ class Finetuner:
             log.info(
                 "the last checkpoint is of another run (data or settings changed): starting anew"
             )
+        self.train_model_ = self._parallel()
+        rank = rank_world()[0]
         self._body = [
             p
             for n, p in self.model_.named_parameters()
@@ -368,13 +402,13 @@ class Finetuner:
             if stale >= c.patience:
                 stopped = True
                 break
-            _seed_all(c.seed * 100_003 + epoch)
+            _seed_all(_seed(c.seed, epoch, rank))
             head_only = epoch < c.head_epochs
             for p in self._body:
                 p.requires_grad_(not head_only)
             begin = time.perf_counter()
             tr_loss, tr_acc, seen = self._run_epoch(
-                self._loader(train_set, shuffle=True, epoch=epoch),
+                self._loader(train_set, shuffle=True, epoch=epoch, shared=True),
                 optimizer,
                 scheduler,
                 criterion,
@@ -382,7 +416,11 @@ class Finetuner:
             )
             train_s = time.perf_counter() - begin
             va_loss, va_acc, _ = self._run_epoch(
-                self._loader(val_set, shuffle=False, epoch=epoch), None, None, criterion, False
+                self._loader(val_set, shuffle=False, epoch=epoch, shared=True),
+                None,
+                None,
+                criterion,
+                False,
             )
             entry = EpochLog(
                 epoch + 1,
@@ -400,18 +438,10 @@ class Finetuner:
                 best_acc, best_epoch, stale = va_acc, epoch, 0
             else:
                 stale += 1
-            log.info(
-                "epoch %d/%d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (%.1f images/s)%s",
-                epoch + 1,
-                c.epochs,
-                tr_loss,
-                tr_acc,
-                va_loss,
-                va_acc,
-                entry.images_per_s,
-                " *best*" if improved else "",
-            )
-            if self.checkpoint_dir is not None:
+            if self.checkpoint_dir is None:
+                if improved:
+                    self._best_state = copy.deepcopy(self.model_.state_dict())
+            elif rank == 0:  # one writer; every rank reads the best weights back at the end
                 record = {
                     "epoch": epoch,
                     "run_key": run_key,
@@ -427,15 +457,40 @@ class Finetuner:
                 if improved:
                     save_checkpoint(self.checkpoint_dir, "best", self.model_, record)
                 save_checkpoint(self.checkpoint_dir, "last", self.model_, record, optimizer)
-            elif improved:
-                self._best_state = copy.deepcopy(self.model_.state_dict())
+            if rank:  # rank 0 logs and reports for every rank
+                continue
+            log.info(
+                "epoch %d/%d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (%.1f images/s)%s",
+                epoch + 1,
+                c.epochs,
+                tr_loss,
+                tr_acc,
+                va_loss,
+                va_acc,
+                entry.images_per_s,
+                " *best*" if improved else "",
+            )
             if self.on_epoch is not None:
                 self.on_epoch(entry)
         self._load_best()
         self.result_ = FitResult(best_epoch + 1, best_acc, len(history), resumed, stopped, history)
         return self
 
+    def _parallel(self) -> nn.Module:
+        """The model the training steps call: DistributedDataParallel in a process group
+        (it starts from rank 0's weights), else the model itself."""
+        if rank_world()[1] == 1:
+            return self.model_
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(
+            self.model_,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=self.config.head_epochs > 0,  # head-only epochs
+        )
+
     def _load_best(self) -> None:
+        barrier()  # rank 0 has written the best checkpoint
         if self.checkpoint_dir is not None:
             best = load_checkpoint(self.checkpoint_dir, "best")
             if best is not None:

@@ -3,16 +3,23 @@
 The folder is one :class:`~transferpilot.features.FeatureTable` (its module says
 what each file holds). The per-image work is cached by content under
 ``extract.cache_dir``, so only new images cost a forward pass.
+
+On a cluster, :func:`plan_shards` and :func:`fill_shard` fill that cache first, one
+shard of the manifest per task (the flow maps them over Dask workers); the stage
+then finds every image cached and only assembles the table.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from transferpilot.config import ExtractParams, ModelParams
+from transferpilot.config import ExtractParams, ModelParams, Params, load_params
 from transferpilot.device import resolve_device
-from transferpilot.features import write_table
+from transferpilot.features import fill_cache, missing_shards, write_table
 from transferpilot.intake import read_manifest
 from transferpilot.io import fresh_dir
 from transferpilot.stages import Paths, register_stage
@@ -39,3 +46,63 @@ def run(model: ModelParams, params: ExtractParams, paths: Paths) -> dict[str, An
         paths.features,
     )
     return {"images": len(records), "computed": stats.computed, "seconds": stats.seconds}
+
+
+def _settings(project: Path) -> tuple[Params, ExtractParams]:
+    """The project's params, the feature cache's folder made absolute (a Dask worker's
+    working directory is not the project's)."""
+    params = load_params(project / "params.yaml")
+    cache_dir = project / params.extract.cache_dir  # an absolute cache_dir stays as it is
+    return params, params.extract.model_copy(update={"cache_dir": cache_dir})
+
+
+@cache
+def _backbone(name: str, arch: str | None) -> Any:
+    """One backbone per worker process, whatever the number of shards it runs."""
+    return create_backbone(name, arch=arch)
+
+
+def plan_shards(project: Path, shards: int) -> list[list[tuple[str, str]]]:
+    """The images of ``project``'s manifest the feature cache lacks, as at most ``shards``
+    lists of ``(path, sha256)`` (grouped by image hash); empty when all are cached."""
+    params, settings = _settings(project)
+    records = read_manifest(Paths(project).manifest)
+    items = [(project / r.path, r.sha256) for r in records]
+    backbone = _backbone(params.model.name, params.model.arch)
+    groups = missing_shards(backbone, items, settings, shards, resolve_device(settings.device))
+    return [[(str(path), sha) for path, sha in group] for group in groups]
+
+
+def fill_shard(
+    project: Path, items: list[tuple[str, str]], name: str, threads: int | None = None
+) -> dict[str, Any]:
+    """Compute one shard of :func:`plan_shards` into the feature cache: ``threads``
+    cores for the model, images decoded in this process (a Dask worker may not start
+    processes of its own). Idempotent: a retry computes only what is still missing."""
+    params, settings = _settings(project)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    backbone = _backbone(params.model.name, params.model.arch)
+    device = resolve_device(settings.device)
+    settings = settings.model_copy(update={"workers": 0})
+    pairs = [(Path(path), sha) for path, sha in items]
+    _, stats = fill_cache(
+        backbone, pairs, settings, device, lock=f"extract-{name}", threads=threads
+    )
+    log.info(
+        "shard %s: %d images, %d computed in %.1f s (%.1f images/s, pid %d)",
+        name,
+        len(items),
+        stats.computed,
+        stats.seconds,
+        stats.images_per_s,
+        os.getpid(),
+    )
+    return {
+        "shard": name,
+        "images": len(items),
+        "computed": stats.computed,
+        "seconds": stats.seconds,
+    }

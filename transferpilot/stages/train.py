@@ -12,10 +12,15 @@ Unless ``train.export`` is off, the result is also exported as one
 self-contained ONNX predictor, ``predictor.onnx`` (see :mod:`transferpilot.export`).
 Always writes ``train.json``: strategy, layer, validation accuracy — no timings,
 so the same run gives the same bytes.
+
+Fine-tuning on more than one process (``train.nproc_per_node``, ``train.nnodes``)
+is launched through torchrun: every rank runs this stage again, trains its share,
+and rank 0 alone writes (:mod:`transferpilot.finetune._distributed`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -25,6 +30,7 @@ from transferpilot.config import ModelParams
 from transferpilot.device import resolve_device
 from transferpilot.export import export_onnx
 from transferpilot.features import FeatureTable
+from transferpilot.finetune import _distributed as distributed
 from transferpilot.io import write_json
 from transferpilot.stages import Paths, register_stage
 from transferpilot.stages.decide import load_decision
@@ -37,20 +43,33 @@ log = logging.getLogger(__name__)
 @register_stage("train", sections=("model",))
 def run(model: ModelParams, paths: Paths) -> dict[str, Any]:
     decision = load_decision(paths)
+    several = decision.strategy == "finetune" and distributed.requested(decision.train)
+    if several and not distributed.inside():  # this process launches; rank 0 writes
+        distributed.launch(decision.train, ["stage", "train"])
+        return paths.train_json.read_json()
+    device = resolve_device(decision.train.device)
+    group = distributed.process_group(device) if several else contextlib.nullcontext(device)
+    with group as device:
+        return _train(model, decision, paths, device)
+
+
+def _train(model: ModelParams, decision: Any, paths: Paths, device: Any) -> dict[str, Any]:
     table = FeatureTable.open(paths.features, paths.manifest)
     split = table.split
     out = paths.models
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    main = distributed.is_main()
+    if main:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
     start = time.perf_counter()
     backbone = create_backbone(model.name, arch=model.arch)
     strategy = get_strategy(decision.strategy)(
-        backbone,
-        decision,
-        device=resolve_device(decision.train.device),
-        checkpoint_dir=paths.checkpoints,
+        backbone, decision, device=device, checkpoint_dir=paths.checkpoints
     )
-    strategy.fit(table, split == "train", split == "val").save(out)
+    strategy.fit(table, split == "train", split == "val")
+    if not main:
+        return {}
+    strategy.save(out)
     if decision.train.export:
         export_start = time.perf_counter()
         module, data_config = strategy.predictor()

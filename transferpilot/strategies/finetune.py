@@ -99,7 +99,9 @@ class Finetune:
         result = self.tuner.result_
         self.classes_ = list(self.tuner.classes_)
         val_accuracy = float("nan")
-        if len(val_rows):
+        from transferpilot.finetune._distributed import is_main
+
+        if len(val_rows) and is_main():  # measured once, by the rank that reports
             proba = self.predict_proba(table, val_rows)
             predicted = np.asarray(self.classes_)[proba.argmax(1)]
             val_accuracy = float((predicted == labels[val_rows]).mean())

@@ -1,0 +1,109 @@
+"""Extraction sharded over a real Dask ``LocalCluster`` (2 processes on 127.0.0.1) through
+prefect-dask: the same features as one process, and workers killed mid-shard cost a
+retry, never a half-written cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import torch
+
+from tests.projects import working_copy, write_params
+from transferpilot.config import load_params
+from transferpilot.features import write_table
+from transferpilot.intake import read_manifest
+from transferpilot.orchestrate import parse_cluster
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent / "transferpilot"
+
+
+def dask_workers(proc: subprocess.Popen) -> list[psutil.Process]:
+    """The Dask worker processes a run started (multiprocessing-spawned children)."""
+    found = []
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def cache_index(project: Path) -> list[dict]:
+    lines = []
+    for index in (project / "data" / "cache" / "features").glob("*/index.jsonl"):
+        lines += [json.loads(x) for x in index.read_text().splitlines() if x.strip()]
+    return lines
+
+
+def test_a_cluster_run_matches_one_process_and_survives_killed_workers(
+    tmp_path: Path, project_root: Path, lite0
+) -> None:
+    project = working_copy(tmp_path / "project", project_root, {"red": 36, "green": 36})
+    # small cache shards: a worker has written part of its task when it is killed
+    write_params(project, {"extract": {"batch_size": 4, "shard_size": 4}})
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1"}
+    env["PATH"] = f"{BIN.parent}{os.pathsep}{env['PATH']}"
+    proc = subprocess.Popen(
+        [str(BIN), "run", "--cluster", "local:2"], cwd=project, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not cache_index(project):  # the first shard of rows is in: workers are busy
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "no feature was ever cached"
+            time.sleep(0.02)
+        killed = dask_workers(proc)
+        assert killed, "no Dask worker process found"
+        for worker in killed:
+            worker.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out
+    assert "Dask" in out and "extract shard" in out and "killed by signal 9" in out
+    # the workers report to the run's own Prefect API, not to servers of their own
+    assert out.count("Starting temporary server") == 1, out
+    assert "0 computed" in out.split("Running stage 'extract'")[1]  # the stage only assembled
+
+    # Every indexed cache shard is whole; no temporary file is left behind.
+    (key,) = (project / "data" / "cache" / "features").iterdir()
+    for line in cache_index(project):
+        data = (key / "shards" / line["shard"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == line["digest"]
+    assert {p.suffix for p in (key / "shards").iterdir()} == {".npz"}
+
+    # The features equal those of one plain process with a cache of its own.
+    params = load_params(project / "params.yaml")
+    records = read_manifest(project / "data" / "prepared" / "manifest.csv")
+    records = [dataclasses.replace(r, path=project / r.path) for r in records]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    settings = params.extract.model_copy(update={"cache_dir": tmp_path / "plain-cache"})
+    write_table(lite0, records, plain, settings, device=torch.device("cpu"))
+    for array in sorted((project / "data" / "features").glob("*.npy")):
+        assert np.array_equal(np.load(array), np.load(plain / array.name)), array.name
+
+
+def test_a_cluster_is_local_n_or_a_scheduler_address() -> None:
+    assert parse_cluster("local:2").workers == 2
+    assert parse_cluster("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
+    assert parse_cluster(None) is None
+    for bad in ("local:0", "local", "dask://x:1", "tcp://host"):
+        with pytest.raises(Exception, match="local:N"):
+            parse_cluster(bad)
