@@ -184,7 +184,8 @@ def extract_on_cluster(project: Path, cluster: str) -> dict[str, Any]:
     done = [f.result() for f in futures]
     computed = sum(d["computed"] for d in done)
     logger.info("cluster extraction: %d images computed in %d shards", computed, len(done))
-    return {"shards": len(done), "computed": computed}
+    seconds = [d["seconds"] for d in done]
+    return {"shards": len(done), "computed": computed, "shard_seconds": seconds}
 
 
 if __name__ == "__main__":
