@@ -128,7 +128,7 @@ def _run_stages(
         current = stage not in stale and not ran_upstream
         if stage == "extract" and cluster and not current:
             # fill the feature cache on the cluster; the DVC stage then only assembles
-            runner = cluster.task_runner(api_url=_api_url())
+            runner = cluster.task_runner()
             extract_on_cluster.with_options(task_runner=runner)(project, cluster.spec)
         futures[stage] = task.submit(
             project,
@@ -150,14 +150,6 @@ def _run_stages(
     logger.info("stages run: %s; up to date: %d", ", ".join(ran) or "none", len(runs) - len(ran))
     logger.info("%s — report: %s", result["headline"], result["report"])
     return {"stages": runs, "experiment": saved, **result}
-
-
-def _api_url() -> str:
-    """The Prefect API this run reports to (a temporary server's too)."""
-    from prefect import get_client
-
-    with get_client(sync_client=True) as client:
-        return str(client.api_url)
 
 
 @flow(name="extract on dask", flow_run_name="extract on {cluster}", validate_parameters=True)

@@ -383,17 +383,16 @@ class Cluster:
         return 2 * self.workers if self.workers else 8
 
     def task_runner(self, api_url: str | None = None) -> Any:
-        """prefect-dask's ``DaskTaskRunner`` for this cluster. ``api_url``: the Prefect API
-        the run reports to, handed to local workers (else each would start a temporary
-        server of its own and its task runs would not appear in the run's UI); a remote
+        """prefect-dask's ``DaskTaskRunner`` for this cluster. ``api_url`` (default: the one
+        this process reports to) is handed to local workers (else each would start a
+        temporary server of its own and its task runs would not appear in the run's UI); a remote
         cluster's workers are started with ``PREFECT_API_URL`` set by whoever runs them."""
         from prefect_dask import DaskTaskRunner
 
         if self.address:
             return DaskTaskRunner(address=self.address)
         env = {key: os.environ.get(key, value) for key, value in OFFLINE.items()}
-        if api_url:
-            env["PREFECT_API_URL"] = api_url
+        env["PREFECT_API_URL"] = api_url or current_api_url()
         return DaskTaskRunner(
             cluster_class="distributed.LocalCluster",
             cluster_kwargs={
@@ -405,6 +404,14 @@ class Cluster:
                 "env": env,
             },
         )
+
+
+def current_api_url() -> str:
+    """The Prefect API this process reports to (a temporary server's too)."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return str(client.api_url)
 
 
 _CLUSTER = re.compile(r"^(?:local:(?P<workers>\d+)|(?P<address>tcp://[^\s:/]+:\d+))$")
