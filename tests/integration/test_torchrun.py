@@ -53,23 +53,21 @@ def test_two_processes_train_like_one_and_rank_0_alone_writes(tmp_path: Path) ->
     assert len(last["history"]) == 3 and last["config"]["nproc_per_node"] == 2
 
 
-def test_a_rank_that_dies_fails_the_stage_with_a_clear_error(tmp_path: Path) -> None:
-    root = ready_to_train(tmp_path, nproc_per_node=2, epochs=50)
+def test_a_rank_that_dies_fails_the_stage_clearly_and_a_re_run_resumes(tmp_path: Path) -> None:
+    root = ready_to_train(tmp_path, nproc_per_node=2, epochs=8, patience=100)
+    last = root / "models" / "checkpoints" / "last.json"
     proc = start("stage", "train", cwd=root)
     try:
-        deadline = time.monotonic() + 120
-        victim = None
-        while victim is None:
+        deadline = time.monotonic() + 300
+        while not (last.exists() and json.loads(last.read_text())["epoch"] >= 1):
             assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "rank 1 never started"
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                try:
-                    if child.environ().get("LOCAL_RANK") == "1":
-                        victim = child
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
-            time.sleep(0.1)
-        time.sleep(3)  # in the process group, training
+            assert time.monotonic() < deadline, "no checkpoint of epoch 2"
+            time.sleep(0.05)
+        (victim,) = [
+            child
+            for child in psutil.Process(proc.pid).children(recursive=True)
+            if child.environ().get("LOCAL_RANK") == "1"
+        ]
         victim.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=120)  # no hang: torchrun stops rank 0
     except subprocess.TimeoutExpired:
@@ -79,3 +77,10 @@ def test_a_rank_that_dies_fails_the_stage_with_a_clear_error(tmp_path: Path) -> 
     (line,) = [x for x in out.splitlines() if x.startswith("error:")]
     assert "distributed fine-tuning failed: rank 1 exited with code -9 (signal 9)" in line
     assert not (root / "models" / "train" / "train.json").exists()
+
+    killed_at = json.loads(last.read_text())["epoch"]
+    again = tp("stage", "train", cwd=root)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming from the checkpoint of epoch {killed_at + 1}" in again.stderr
+    trained = json.loads((root / "models" / "train" / "train.json").read_text())
+    assert trained["epochs_run"] == 8
