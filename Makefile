@@ -66,6 +66,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.decision_quality
 	$(BIN)/python -m benchmarks.overhead
 	$(BIN)/python -m benchmarks.scale
+	$(BIN)/python -m benchmarks.scale_out
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.extract --quick
