@@ -311,3 +311,26 @@ def test_a_damaged_graph_is_exported_again(tiny: Backbone, data, tmp_path: Path)
     graph.write_bytes(b"not a graph")
     feats = extract_features(tiny, data, opts(tmp_path / "c", runtime="onnxruntime"))
     assert feats.stats.computed == len(data) - 2 and graph.stat().st_size > 1000
+
+
+def test_prefetched_batches_keep_their_order_errors_and_stop_early() -> None:
+    import time
+
+    from transferpilot.features._extract import _prefetched
+
+    assert list(_prefetched(iter(range(50)))) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("cannot decode")
+
+    got = _prefetched(failing())
+    assert next(got) == 1
+    with pytest.raises(ValueError, match="cannot decode"):
+        next(got)
+
+    start = time.monotonic()
+    early = _prefetched(iter(range(10_000)))
+    assert next(early) == 0
+    early.close()  # the consumer stops (a bad image): the producer must not hang
+    assert time.monotonic() - start < 2

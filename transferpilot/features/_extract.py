@@ -11,10 +11,12 @@ import hashlib
 import io
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from queue import Full, Queue
 
 import numpy as np
 import torch
@@ -303,7 +305,9 @@ def extract_to_cache(
         )
         pending: list[dict[str, np.ndarray]] = []
         pending_shas: list[str] = []
-        batches: Iterator = iter(loader)
+        # In-process decoding (workers 0, as in a Dask worker) still overlaps the model:
+        # the next batch is decoded in a thread while this one runs.
+        batches: Iterator = iter(loader) if workers else _prefetched(iter(loader))
         for x, idx, errors in track(
             batches,
             total=len(todo),
@@ -322,6 +326,43 @@ def extract_to_cache(
         _flush(cache, pending, pending_shas)
         seconds = time.perf_counter() - start
         return ExtractStats(len(items), unique, len(todo), seconds, runner.micro)
+
+
+def _prefetched(items: Iterator, depth: int = 2) -> Iterator:
+    """``items``, produced by a background thread up to ``depth`` ahead; its errors are
+    raised here, in order. Decoding (PIL) and the ONNX Runtime run release the GIL."""
+    done = object()
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():  # the consumer may have stopped: never block for good
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as err:  # handed to the consumer
+            put(err)
+
+    thread = threading.Thread(target=produce, name="decode", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _flush(cache: FeatureCache, pending: list[dict[str, np.ndarray]], shas: list[str]) -> None:
