@@ -358,10 +358,26 @@ def models(
     arch: ArchOpt = None,
 ) -> None:
     """List the model zoo, or show one model's preprocessing, layers and weights."""
-    from transferpilot.zoo import create_backbone, list_models
+    from transferpilot.zoo import create_backbone, describe_named, list_models
 
-    if name is None:
-        typer.echo("\n".join(list_models()))
+    if name is None:  # the named models with their preprocessing, then the families
+        rows = [
+            (
+                name,
+                f"{cfg.input_size[1]} px",
+                f"{cfg.interpolation}, crop {cfg.crop_pct:g} {cfg.crop_mode}",
+                "mean " + ",".join(f"{m:.3g}" for m in cfg.mean),
+                "std " + ",".join(f"{s:.3g}" for s in cfg.std),
+                about,
+            )
+            for name, about, cfg in describe_named()
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for row in rows:
+            typer.echo(
+                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[5]
+            )
+        typer.echo("\n".join(m for m in list_models() if m not in {r[0] for r in rows}))
         return
     typer.echo(json.dumps(create_backbone(name, arch=arch).describe(), indent=2))
 

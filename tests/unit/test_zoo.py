@@ -109,3 +109,18 @@ def test_checkpoint_that_does_not_fit_the_arch(tmp_path: Path) -> None:
         create_backbone(f"file:{tmp_path / 'm.safetensors'}", arch="timm:test_efficientnet")
     with pytest.raises(ModelError, match="needs an architecture"):
         create_backbone(f"file:{tmp_path / 'm.safetensors'}")
+
+
+def test_the_named_models_are_listed_with_their_preprocessing() -> None:
+    from transferpilot.zoo import describe_named
+
+    found = {name: (about, cfg) for name, about, cfg in describe_named()}
+    sizes = {name: found[name][1].input_size[1] for name in found}
+    assert {
+        "efficientnet_lite0": 224,
+        "efficientnet_lite1": 240,
+        "efficientnet_lite2": 260,
+    }.items() <= sizes.items()
+    for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        about, cfg = found[name]
+        assert "offline" in about and cfg.mean == (0.5, 0.5, 0.5) and cfg.interpolation == "bicubic"

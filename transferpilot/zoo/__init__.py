@@ -18,7 +18,12 @@ from transferpilot.zoo._backbone import (
     FeatureLayer,
     imagenet_class_names,
 )
-from transferpilot.zoo._registry import create_backbone, list_models, register_model
+from transferpilot.zoo._registry import (
+    create_backbone,
+    describe_named,
+    list_models,
+    register_model,
+)
 
 __all__ = [
     "LOGITS",
@@ -27,6 +32,7 @@ __all__ = [
     "DataConfig",
     "FeatureLayer",
     "create_backbone",
+    "describe_named",
     "imagenet_class_names",
     "list_models",
     "register_model",

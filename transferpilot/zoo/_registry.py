@@ -8,7 +8,7 @@ FeatureLayer(name='blocks.0', channels=16, reduction=2)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from transferpilot._registry import Registry
 from transferpilot.errors import ModelError
@@ -45,6 +45,18 @@ def register_scheme(scheme: str, usage: str) -> Callable[[SchemeBuilder], Scheme
 def list_models() -> list[str]:
     """The valid model names: the named entries, then the families' patterns."""
     return sorted(_NAMED.names()) + [usage for _, (_, usage) in _SCHEMES.items()]
+
+
+def describe_named() -> list[tuple[str, str, Any]]:
+    """Each named model: its name, its one-line description and its preprocessing
+    (:class:`~transferpilot.zoo.DataConfig`), read from the architecture built without
+    its weights (no download, no weights file read)."""
+    out = []
+    for name in sorted(_NAMED.names()):
+        builder = _NAMED.get(name)
+        about = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
+        out.append((name, about, builder(pretrained=False).data_config))
+    return out
 
 
 def create_backbone(name: str, *, arch: str | None = None, pretrained: bool = True) -> Backbone:
