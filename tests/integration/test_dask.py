@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -107,3 +108,60 @@ def test_a_cluster_is_local_n_or_a_scheduler_address() -> None:
     for bad in ("local:0", "local", "dask://x:1", "tcp://host"):
         with pytest.raises(Exception, match="local:N"):
             parse_cluster(bad)
+
+
+def task_runs_of(flow_run_id: object) -> list[str]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return [r.name for r in runs if r.state and r.state.is_completed()]
+
+
+def test_a_running_scheduler_takes_the_shards(
+    tmp_path: Path, project_root: Path, prefect_harness: None
+) -> None:
+    """``--cluster tcp://…``: a `dask scheduler` and a `dask worker` started by hand on
+    127.0.0.1, the worker in the project folder with the run's PREFECT_API_URL (README)."""
+    from flows.pipeline import extract_on_cluster
+    from tests.projects import run, tiny_model
+    from transferpilot.orchestrate import OFFLINE, current_api_url
+
+    project = working_copy(tmp_path / "project", project_root, {"red": 6, "green": 6})
+    write_params(project, {"model": tiny_model(tmp_path / "tiny.safetensors")})
+    run(["transferpilot", "stage", "prepare"], project)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    dask = str(BIN.parent / "dask")
+    env = {**os.environ, **OFFLINE, "PREFECT_API_URL": current_api_url()}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    scheduler = subprocess.Popen(
+        [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], **quiet
+    )
+    worker = subprocess.Popen(
+        [dask, "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard"],
+        cwd=project,
+        **quiet,
+    )
+    try:
+        runner = parse_cluster(address).task_runner()
+        state = extract_on_cluster.with_options(task_runner=runner)(
+            project, address, return_state=True
+        )
+        done = state.result()
+        assert done["computed"] == 12 and done["shards"] >= 1
+        # the shards ran on the worker and reported to the run's API: they are in the UI
+        assert sorted(task_runs_of(state.state_details.flow_run_id)) == sorted(
+            f"extract shard {i + 1}-of-{done['shards']}" for i in range(done["shards"])
+        )
+        assembled = run(["transferpilot", "stage", "extract"], project)
+        assert "12 images, 0 computed" in assembled.stderr
+    finally:
+        for proc in (worker, scheduler):
+            proc.terminate()
+            proc.wait(timeout=30)
