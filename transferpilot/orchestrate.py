@@ -382,17 +382,17 @@ class Cluster:
         else eight; :func:`~transferpilot.features.missing_shards` adds more for big sets."""
         return 2 * self.workers if self.workers else 8
 
-    def task_runner(self, api_url: str | None = None) -> Any:
-        """prefect-dask's ``DaskTaskRunner`` for this cluster. ``api_url`` (default: the one
-        this process reports to) is handed to local workers (else each would start a
-        temporary server of its own and its task runs would not appear in the run's UI); a remote
-        cluster's workers are started with ``PREFECT_API_URL`` set by whoever runs them."""
+    def task_runner(self) -> Any:
+        """prefect-dask's ``DaskTaskRunner`` for this cluster. Local workers are handed the
+        Prefect API this process reports to (else each would start a temporary server of
+        its own and its task runs would not appear in the run's UI); a remote cluster's
+        workers are started with ``PREFECT_API_URL`` set by whoever runs them."""
         from prefect_dask import DaskTaskRunner
 
         if self.address:
             return DaskTaskRunner(address=self.address)
         env = {key: os.environ.get(key, value) for key, value in OFFLINE.items()}
-        env["PREFECT_API_URL"] = api_url or current_api_url()
+        env["PREFECT_API_URL"] = current_api_url()
         return DaskTaskRunner(
             cluster_class="distributed.LocalCluster",
             cluster_kwargs={

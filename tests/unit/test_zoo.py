@@ -124,3 +124,20 @@ def test_the_named_models_are_listed_with_their_preprocessing() -> None:
     for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
         about, cfg = found[name]
         assert "offline" in about and cfg.mean == (0.5, 0.5, 0.5) and cfg.interpolation == "bicubic"
+
+
+def test_a_shard_worker_rebuilds_a_file_model_when_its_file_changes(tmp_path) -> None:
+    """Dask workers keep one backbone per process; a long-lived worker must not go on
+    using weights that were replaced on disk (their digest keys the feature cache)."""
+    import os
+
+    from tests.projects import tiny_model
+    from transferpilot.config import ModelParams
+    from transferpilot.stages.extract import _backbone
+
+    model = ModelParams(**tiny_model(tmp_path / "tiny.safetensors"))
+    first = _backbone(model)
+    assert _backbone(model) is first  # built once per process
+    weights = tmp_path / "tiny.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert _backbone(model) is not first

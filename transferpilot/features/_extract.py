@@ -206,7 +206,7 @@ class _OrtRunner:
             )
         except Exception:  # a damaged graph file: export it again
             path.unlink(missing_ok=True)
-            export_forward(self.outputs, backbone.data_config.input_size, path)
+            path = forward_graph(backbone, cache, opts, self.outputs)
             self.session = ort.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
             )

@@ -11,6 +11,7 @@ then finds every image cached and only assembles the table.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from functools import cache
@@ -56,19 +57,31 @@ def _settings(project: Path) -> tuple[Params, ExtractParams]:
     return params, params.extract.model_copy(update={"cache_dir": cache_dir})
 
 
+def _backbone(model: ModelParams) -> Any:
+    """One backbone per worker process and model, whatever the number of shards it runs;
+    a ``file:`` model is built again when its file changes (a long-lived worker)."""
+    stamp = None
+    if model.name.startswith("file:"):
+        with contextlib.suppress(OSError):  # a missing file: create_backbone says so
+            found = Path(model.name.removeprefix("file:")).expanduser().stat()
+            stamp = (found.st_mtime_ns, found.st_size)
+    return _built(model.name, model.arch, stamp)
+
+
 @cache
-def _backbone(name: str, arch: str | None) -> Any:
-    """One backbone per worker process, whatever the number of shards it runs."""
+def _built(name: str, arch: str | None, stamp: tuple[int, int] | None) -> Any:
     return create_backbone(name, arch=arch)
 
 
 def plan_shards(project: Path, shards: int) -> list[list[tuple[str, str]]]:
-    """The images of ``project``'s manifest the feature cache lacks, as at most ``shards``
-    lists of ``(path, sha256)`` (grouped by image hash); empty when all are cached."""
+    """The images of ``project``'s manifest the feature cache lacks, as lists of
+    ``(path, sha256)`` grouped by image hash (see
+    :func:`~transferpilot.features.missing_shards`); empty when all are cached. Runs in
+    the flow's process, once per run: the backbone is built afresh."""
     params, settings = _settings(project)
     records = read_manifest(Paths(project).manifest)
     items = [(project / r.path, r.sha256) for r in records]
-    backbone = _backbone(params.model.name, params.model.arch)
+    backbone = create_backbone(params.model.name, arch=params.model.arch)
     groups = missing_shards(backbone, items, settings, shards, resolve_device(settings.device))
     return [[(str(path), sha) for path, sha in group] for group in groups]
 
@@ -77,14 +90,15 @@ def fill_shard(
     project: Path, items: list[tuple[str, str]], name: str, threads: int | None = None
 ) -> dict[str, Any]:
     """Compute one shard of :func:`plan_shards` into the feature cache: ``threads``
-    cores for the model, images decoded in this process (a Dask worker may not start
-    processes of its own). Idempotent: a retry computes only what is still missing."""
+    cores for the model, images decoded in this process, a batch ahead in a thread (a
+    Dask worker may not start processes of its own). Idempotent: a retry computes only
+    what is still missing."""
     params, settings = _settings(project)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    backbone = _backbone(params.model.name, params.model.arch)
+    backbone = _backbone(params.model)
     device = resolve_device(settings.device)
     settings = settings.model_copy(update={"workers": 0})
     pairs = [(Path(path), sha) for path, sha in items]
