@@ -160,7 +160,7 @@ def extract_on_cluster(project: Path, cluster: str) -> dict[str, Any]:
 
     logger = get_run_logger()
     spec = tp.parse_cluster(cluster)
-    shards = plan_shards(project, spec.shards)
+    model, shards = plan_shards(project, spec.shards)
     if not shards:
         logger.info("every image is in the feature cache: nothing for the cluster to do")
         return {"shards": 0, "computed": 0}
@@ -172,7 +172,9 @@ def extract_on_cluster(project: Path, cluster: str) -> dict[str, Any]:
         cluster,
         spec.threads or "all",
     )
-    futures = extract_shard.map(unmapped(project), shards, names, unmapped(spec.threads))
+    futures = extract_shard.map(
+        unmapped(project), shards, names, unmapped(spec.threads), unmapped(model)
+    )
     done = [f.result() for f in futures]
     computed = sum(d["computed"] for d in done)
     logger.info("cluster extraction: %d images computed in %d shards", computed, len(done))

@@ -81,13 +81,18 @@ def stage_task(
     retry_delay_seconds=2,
 )
 def extract_shard(
-    project: Path, items: list[tuple[str, str]], shard: str, threads: int | None = None
+    project: Path,
+    items: list[tuple[str, str]],
+    shard: str,
+    threads: int | None = None,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """One shard of the manifest into the feature cache, on the worker the task runner
-    picks (a Dask worker under ``--cluster``). A retry computes only what is missing."""
+    picks (a Dask worker under ``--cluster``), with backbone ``model`` (default
+    ``model.name``). A retry computes only what is missing."""
     from transferpilot.stages.extract import fill_shard
 
-    done = fill_shard(project, items, shard, threads)
+    done = fill_shard(project, items, shard, threads, model)
     get_run_logger().info(
         "shard %s: %d images, %d computed in %.1f s",
         shard,

@@ -13,7 +13,7 @@ with the pipeline), :func:`~transferpilot.profile.build.build_profile`, the deci
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from transferpilot.errors import DataError
 from transferpilot.features import FeatureTable, write_table
 from transferpilot.intake import Finding, prepare_dataset
 from transferpilot.profile import Profile, size_profile, stratified_sample
+from transferpilot.profile._backbones import AUTO
 from transferpilot.profile.build import build_profile
 from transferpilot.zoo import create_backbone
 
@@ -87,6 +88,7 @@ class Assessment:
             "layers": layers,
             "throughput": None if profile.throughput is None else vars(profile.throughput),
             "reference": profile.reference,
+            "backbones": None if profile.backbones is None else profile.backbones.table(),
         }
 
 
@@ -106,7 +108,15 @@ def assess_folder(
     if sample:
         strata = np.array([f"{r.split}/{r.label}" for r in records])
         records = [records[i] for i in stratified_sample(strata, sample, params.profile.seed)]
-    backbone = create_backbone(params.model.name, arch=params.model.arch)
+    model, ranking = params.model, None
+    if model.name == AUTO:  # the extract stage's ranking, on the whole dataset's records
+        from transferpilot.profile.select import rank_backbones
+
+        ranking = rank_backbones(
+            intake.records, model, params.extract, params.profile, params.decide
+        )
+        model = model.model_copy(update={"name": ranking.chosen})
+    backbone = create_backbone(model.name, arch=model.arch)
     device = resolve_device(params.extract.device)
     with tempfile.TemporaryDirectory(prefix="transferpilot-profile-") as tmp:
         meta, _ = write_table(backbone, records, Path(tmp), params.extract, device=device)
@@ -118,5 +128,6 @@ def assess_folder(
             size=size_profile(intake.records),
             remeasure=remeasure,
         )
+    profile = replace(profile, backbones=ranking)
     decision = choose_strategy(profile, params.decide, params.train)
     return Assessment(profile, decision, tuple(intake.findings))

@@ -29,7 +29,8 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         help="efficientnet_lite0 | timm:<name> | torchvision:<name> | file:<path>"
-        " (predict also takes a trained predictor: <path>.onnx)",
+        " (profile also takes auto: the best of model.candidates; predict a trained"
+        " predictor: <path>.onnx)",
     ),
 ]
 ArchOpt = Annotated[str | None, typer.Option("--arch", help="architecture of a file:<path> model")]
@@ -191,6 +192,21 @@ def _print_profile(summary: dict) -> None:
             "" if row["overlap"] is None else f"{row['overlap']:.2f}",
         )
     console.print(table)
+    if summary.get("backbones"):
+        ranking = Table(box=None, padding=(0, 2), title="backbones (model.name auto)")
+        for col in ("backbone", "best layer", "probe", "k-NN", "LogME", "cost", "verdict"):
+            ranking.add_column(col, justify="left" if col in ("backbone", "verdict") else "right")
+        for b in summary["backbones"]:
+            ranking.add_row(
+                b["model"],
+                b["layer"],
+                f"{b['probe_accuracy']:.3f} ± {b['probe_std']:.3f}",
+                f"{b['knn_accuracy']:.3f}",
+                f"{b['logme']:.3f}",
+                "" if b["cost_minutes"] is None else f"{b['cost_minutes']:.1f} min",
+                b["verdict"],
+            )
+        console.print(ranking)
     candidates = Table(box=None, padding=(0, 2), title="candidates (held-in CV accuracy)")
     for col in ("strategy", "input", "score", "cost", "verdict"):
         candidates.add_column(col, justify="right" if col in ("score", "cost") else "left")

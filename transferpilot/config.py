@@ -52,10 +52,19 @@ class ModelParams(Section):
 
     name: str = Field(
         "efficientnet_lite0",
-        description="efficientnet_lite0 | timm:<name> | torchvision:<name> | file:<path>",
+        description="efficientnet_lite0 | timm:<name> | torchvision:<name> | file:<path> | "
+        "auto (the best of `candidates`, measured on a sample)",
     )
     arch: str | None = Field(
         None, description="architecture of a file:<path> checkpoint, e.g. timm:resnet50"
+    )
+    candidates: tuple[str, ...] = Field(
+        ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"),
+        min_length=1,
+        description="the backbones `name: auto` chooses among",
+    )
+    select_images: int = Field(
+        300, ge=20, description="auto: training images in the sample each candidate is probed on"
     )
 
     @model_validator(mode="after")
@@ -64,6 +73,14 @@ class ModelParams(Section):
             raise ValueError("a file:<path> model needs `arch` (e.g. timm:resnet50)")
         if self.arch and not self.name.startswith("file:"):
             raise ValueError("`arch` is only used with a file:<path> model")
+        bad = [c for c in self.candidates if c == "auto" or c.startswith("file:")]
+        if bad:
+            raise ValueError(
+                f"candidates {bad}: list named or timm:/torchvision: models "
+                "(a file:<path> model needs its own arch; use it as `name`)"
+            )
+        if len(set(self.candidates)) != len(self.candidates):
+            raise ValueError("candidates lists a model twice")
         return self
 
 

@@ -326,6 +326,9 @@ def choose_strategy(
         chosen = probe
         plan = train.for_strategy(strategy)
     reason = f"{size_words}, {sim_words}. Decision: {action}." + switched
+    if profile.backbones is not None:  # model.name auto: which network came first
+        reason = f"{profile.backbones.reason} {reason}"
+        evidence["backbone"] = profile.backbones.chosen
     if notes:
         reason += " " + " ".join(notes)
     candidates = _candidates(profile, strategy, layer, chosen, estimate, rules, large)

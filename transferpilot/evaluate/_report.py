@@ -87,7 +87,55 @@ def _profile_section(profile: Mapping[str, Any], figures: Mapping[str, str]) -> 
     for key, alt in (("similarity", "similarity by depth"), ("probes", "linear probe per layer")):
         if key in figures:
             text += ["", f"![{alt}]({figures[key]})"]
+    ranking = profile.get("backbones")
+    if ranking:
+        text += ["", "Backbones measured (`model.name: auto`):", "", _backbones_table(ranking)]
     return "\n".join(text)
+
+
+def _minutes(value: Any) -> str:
+    return "—" if value is None else f"{value:.1f} min"
+
+
+def _backbones_table(ranking: Mapping[str, Any]) -> str:
+    """Every candidate backbone: its scores on the sample, its cost here, chosen or why not."""
+    rows = []
+    for s in ranking.get("scores", []):
+        probe = f"{s['probe_accuracy']:.3f} ± {s['probe_std']:.3f} ({s['folds']}-fold)"
+        cost = None
+        if s.get("extract_minutes") is not None:
+            cost = s["extract_minutes"] + (s.get("finetune_minutes") or 0.0)
+        rows.append(
+            [
+                f"**{s['model']}**" if s.get("chosen") else s["model"],
+                f"{s['input_size']} px",
+                s["layer"],
+                probe,
+                s["knn_accuracy"],
+                s["logme"],
+                f"{_minutes(s.get('extract_minutes'))} + {_minutes(s.get('finetune_minutes'))}"
+                if cost is not None
+                else "—",
+                f"{s['seconds']:.0f} s",
+                s.get("verdict", ""),
+            ]
+        )
+    header = [
+        "backbone",
+        "input",
+        "best layer",
+        "linear probe",
+        "k-NN",
+        "LogME",
+        "cost: extract + fine-tune",
+        "measured in",
+        "verdict",
+    ]
+    note = (
+        f"Sample: {ranking.get('sample_images')} training images (stratified); "
+        f"selection took {ranking.get('seconds', 0.0):.0f} s."
+    )
+    return _table(header, rows) + "\n\n" + note
 
 
 def _decision_section(decision: Mapping[str, Any]) -> str:

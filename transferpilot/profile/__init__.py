@@ -16,6 +16,7 @@ from typing import Any
 
 from transferpilot._registry import JsonData
 from transferpilot.layers import is_transfer
+from transferpilot.profile._backbones import BackboneRanking, BackboneScore
 from transferpilot.profile._probes import LayerProbe, held_in_split, stratified_sample
 from transferpilot.profile._similarity import (
     HeadMeasures,
@@ -31,6 +32,8 @@ from transferpilot.profile._size import SizeProfile, size_profile, training_size
 from transferpilot.profile._speed import Throughput, cached_throughput, measure_throughput
 
 __all__ = [
+    "BackboneRanking",
+    "BackboneScore",
     "HeadMeasures",
     "LayerGap",
     "LayerProbe",
@@ -64,6 +67,7 @@ class Profile(JsonData):
     throughput: Throughput | None = None
     reference: dict[str, Any] | None = None
     input_size: int | None = None  # the model's square resolution
+    backbones: BackboneRanking | None = None  # model.name auto: the candidates ranked
 
     def probe(self, layer: str, kind: str | None = None) -> LayerProbe | None:
         """The probe of ``layer`` (the every-layer kind unless ``kind`` is given)."""

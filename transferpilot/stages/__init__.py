@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from transferpilot._registry import Registry
-from transferpilot.config import Params
+from transferpilot.config import ModelParams, Params
 from transferpilot.errors import ConfigError
 from transferpilot.io import read_json
 
@@ -63,6 +63,12 @@ class Paths:
     @property
     def features(self) -> Path:
         return self.root / "data" / "features"
+
+    @property
+    def backbones(self) -> Artefact:
+        """``extract``, with ``model.name: auto``: every candidate backbone's scores and the
+        one chosen (:class:`~transferpilot.profile.BackboneRanking`)."""
+        return Artefact(self.features / "backbones.json", "extract")
 
     @property
     def profile(self) -> Path:
@@ -150,6 +156,14 @@ def all_stages() -> Registry[Stage]:
     for name in STAGE_NAMES:
         get_stage(name)
     return STAGES
+
+
+def chosen_model(model: ModelParams, paths: Paths) -> ModelParams:
+    """``model`` with ``name: auto`` replaced by the backbone the extract stage chose."""
+    if model.name != "auto":
+        return model
+    chosen = paths.backbones.read_json()["chosen"]
+    return model.model_copy(update={"name": chosen})
 
 
 def run_stage(name: str, params: Params, paths: Paths) -> dict[str, Any]:

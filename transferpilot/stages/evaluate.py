@@ -43,7 +43,7 @@ from transferpilot.evaluate import (
 from transferpilot.export import Predictor
 from transferpilot.features import FeatureTable
 from transferpilot.io import fresh_dir, write_json, write_text
-from transferpilot.stages import Paths, register_stage
+from transferpilot.stages import Paths, chosen_model, register_stage
 from transferpilot.stages.decide import load_decision
 from transferpilot.strategies import get_strategy
 from transferpilot.strategies.finetune import read_curves
@@ -97,6 +97,7 @@ def _confusion_csv(labels: list[str], predicted: list[str]) -> str:
 
 @register_stage("evaluate", sections=("model", "evaluate"))
 def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, Any]:
+    model = chosen_model(model, paths)
     table = FeatureTable.open(paths.features, paths.manifest)
     records = table.records
     rows = {

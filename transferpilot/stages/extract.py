@@ -14,28 +14,51 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from transferpilot.config import ExtractParams, ModelParams, Params, load_params
+from transferpilot.config import (
+    DecideParams,
+    ExtractParams,
+    ModelParams,
+    Params,
+    ProfileParams,
+    load_params,
+)
 from transferpilot.device import resolve_device
 from transferpilot.features import fill_cache, missing_shards, write_table
 from transferpilot.intake import read_manifest
-from transferpilot.io import fresh_dir
+from transferpilot.io import fresh_dir, write_json
+from transferpilot.profile._backbones import AUTO
 from transferpilot.stages import Paths, register_stage
 from transferpilot.zoo import create_backbone
 
 log = logging.getLogger(__name__)
 
 
-@register_stage("extract", sections=("model", "extract"))
-def run(model: ModelParams, params: ExtractParams, paths: Paths) -> dict[str, Any]:
+@register_stage("extract", sections=("model", "extract", "profile", "decide"))
+def run(
+    model: ModelParams,
+    params: ExtractParams,
+    profile: ProfileParams,
+    decide: DecideParams,
+    paths: Paths,
+) -> dict[str, Any]:
     records = read_manifest(paths.manifest)
+    ranking = None
+    if model.name == AUTO:  # which backbone first: scored on a sample, probed as profile does
+        from transferpilot.profile.select import rank_backbones
+
+        ranking = rank_backbones(records, model, params, profile, decide)
+        model = model.model_copy(update={"name": ranking.chosen})
     backbone = create_backbone(model.name, arch=model.arch)
     device = resolve_device(params.device)
     with fresh_dir(paths.features) as out:
         meta, stats = write_table(backbone, records, out, params, device=device)
+        if ranking is not None:
+            write_json(out / paths.backbones.path.name, ranking.to_dict())
     log.info(
         "extract: %d images, %d computed in %.1f s (%.1f images/s) on %s, %d outputs -> %s",
         len(records),
@@ -73,32 +96,49 @@ def _built(name: str, arch: str | None, stamp: tuple[int, int] | None) -> Any:
     return create_backbone(name, arch=arch)
 
 
-def plan_shards(project: Path, shards: int) -> list[list[tuple[str, str]]]:
-    """The images of ``project``'s manifest the feature cache lacks, as lists of
-    ``(path, sha256)`` grouped by image hash (see
+def plan_shards(project: Path, shards: int) -> tuple[str, list[list[tuple[str, str]]]]:
+    """The backbone to extract with and the images of ``project``'s manifest the feature
+    cache lacks, as lists of ``(path, sha256)`` grouped by image hash (see
     :func:`~transferpilot.features.missing_shards`); empty when all are cached. Runs in
-    the flow's process, once per run: the backbone is built afresh."""
+    the flow's process, once per run: the backbone is built afresh. With ``model.name:
+    auto`` the candidates are ranked first, as the stage ranks them (from the same
+    caches, so the stage's own ranking then costs little and agrees)."""
     params, settings = _settings(project)
     records = read_manifest(Paths(project).manifest)
+    model = params.model
+    if model.name == AUTO:
+        from transferpilot.profile.select import rank_backbones
+
+        absolute = [replace(r, path=project / r.path) for r in records]
+        profile = params.profile
+        if profile.cache_dir is not None:
+            profile = profile.model_copy(update={"cache_dir": project / profile.cache_dir})
+        chosen = rank_backbones(absolute, model, settings, profile, params.decide).chosen
+        model = model.model_copy(update={"name": chosen})
     items = [(project / r.path, r.sha256) for r in records]
-    backbone = create_backbone(params.model.name, arch=params.model.arch)
+    backbone = create_backbone(model.name, arch=model.arch)
     groups = missing_shards(backbone, items, settings, shards, resolve_device(settings.device))
-    return [[(str(path), sha) for path, sha in group] for group in groups]
+    return model.name, [[(str(path), sha) for path, sha in group] for group in groups]
 
 
 def fill_shard(
-    project: Path, items: list[tuple[str, str]], name: str, threads: int | None = None
+    project: Path,
+    items: list[tuple[str, str]],
+    name: str,
+    threads: int | None = None,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Compute one shard of :func:`plan_shards` into the feature cache: ``threads``
     cores for the model, images decoded in this process, a batch ahead in a thread (a
     Dask worker may not start processes of its own). Idempotent: a retry computes only
-    what is still missing."""
+    what is still missing. ``model`` is the backbone :func:`plan_shards` chose (default:
+    ``model.name``)."""
     params, settings = _settings(project)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    backbone = _backbone(params.model)
+    backbone = _backbone(params.model.model_copy(update={"name": model or params.model.name}))
     device = resolve_device(settings.device)
     settings = settings.model_copy(update={"workers": 0})
     pairs = [(Path(path), sha) for path, sha in items]

@@ -8,11 +8,13 @@ on this machine), ``similarity.png`` and ``probes.png``.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from transferpilot.config import ExtractParams, ModelParams, ProfileParams
 from transferpilot.features import FeatureTable
 from transferpilot.io import fresh_dir, write_json
+from transferpilot.profile._backbones import AUTO, BackboneRanking
 from transferpilot.profile._plots import plot_probes, plot_similarity
 from transferpilot.profile.build import build_profile
 from transferpilot.stages import Paths, register_stage
@@ -26,8 +28,12 @@ def run(
     model: ModelParams, extract: ExtractParams, params: ProfileParams, paths: Paths
 ) -> dict[str, Any]:
     table = FeatureTable.open(paths.features, paths.manifest)
+    ranking = None
+    if model.name == AUTO:
+        ranking = BackboneRanking.from_dict(paths.backbones.read_json())
+        model = model.model_copy(update={"name": ranking.chosen})
     backbone = create_backbone(model.name, arch=model.arch)
-    profile = build_profile(table, backbone, params, extract)
+    profile = replace(build_profile(table, backbone, params, extract), backbones=ranking)
     with fresh_dir(paths.profile) as out:
         write_json(out / "profile.json", profile.to_dict())
         plot_similarity(profile, out / "similarity.png")

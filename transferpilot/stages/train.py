@@ -32,7 +32,7 @@ from transferpilot.export import export_onnx
 from transferpilot.features import FeatureTable
 from transferpilot.finetune import _distributed as distributed
 from transferpilot.io import write_json
-from transferpilot.stages import Paths, register_stage
+from transferpilot.stages import Paths, chosen_model, register_stage
 from transferpilot.stages.decide import load_decision
 from transferpilot.strategies import get_strategy
 from transferpilot.zoo import create_backbone
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 @register_stage("train", sections=("model",))
 def run(model: ModelParams, paths: Paths) -> dict[str, Any]:
+    model = chosen_model(model, paths)
     decision = load_decision(paths)
     several = decision.strategy == "finetune" and distributed.requested(decision.train)
     if several and not distributed.inside():  # this process launches; rank 0 writes
@@ -87,7 +88,12 @@ def _train(model: ModelParams, decision: Any, paths: Paths, device: Any) -> dict
         log.info(
             "train: exported %s in %.1f s", paths.predictor, time.perf_counter() - export_start
         )
-    summary = {"strategy": decision.strategy, "layer": decision.layer, **strategy.summary_}
+    summary = {
+        "model": model.name,
+        "strategy": decision.strategy,
+        "layer": decision.layer,
+        **strategy.summary_,
+    }
     write_json(paths.train_json.path, summary)
     log.info(
         "train: %s on %s, val accuracy %.3f (%.1f s)",
