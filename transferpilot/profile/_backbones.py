@@ -42,6 +42,7 @@ class BackboneScore:
     extract_minutes: float | None = None  # every image of the dataset, at the eval rate here
     finetune_minutes: float | None = None  # decide.finetune_epochs at the train rate here
     seconds: float = 0.0  # what measuring it cost here
+    images_per_s: float | None = None  # extraction measured on the sample (None: all cached)
     chosen: bool = False
     verdict: str = ""
 

@@ -69,7 +69,7 @@ def rank_backbones(
         began = time.perf_counter()
         backbone = create_backbone(name)
         with tempfile.TemporaryDirectory(prefix="transferpilot-select-") as tmp:
-            meta, _ = write_table(backbone, sample, Path(tmp), extract, device=device)
+            meta, stats = write_table(backbone, sample, Path(tmp), extract, device=device)
             table = FeatureTable(sample, meta, Path(tmp))
             layers = [*meta.layer_names, PRE_LOGITS, LOGITS]
             arrays = {k: np.asarray(v) for k, v in table.arrays().items() if k in layers}
@@ -98,6 +98,7 @@ def rank_backbones(
                 extract_minutes=extract_min,
                 finetune_minutes=finetune_min,
                 seconds=time.perf_counter() - began,
+                images_per_s=stats.images_per_s if stats.computed else None,
             )
         )
         log.info(
