@@ -241,7 +241,10 @@ DataOpt = Annotated[
 ]
 StrategyOpt = Annotated[
     str | None,
-    typer.Option("--strategy", help="auto | linear | svm | finetune | baseline (decide.strategy)"),
+    typer.Option(
+        "--strategy",
+        help="auto | linear | svm | finetune | baseline | pretrained (decide.strategy)",
+    ),
 ]
 RunModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="the backbone (model.name)")]
 

@@ -169,7 +169,7 @@ class ProfileParams(Section):
 class DecideParams(Section):
     """The rules that turn the profile into a strategy (and the manual override)."""
 
-    strategy: Literal["auto", "linear", "svm", "finetune", "baseline"] = "auto"
+    strategy: Literal["auto", "linear", "svm", "finetune", "baseline", "pretrained"] = "auto"
     layer: str | None = Field(None, description="override the layer of linear/svm")
     large_images_per_class: int = Field(
         200, ge=1, description="median training images per class from which a dataset is large"

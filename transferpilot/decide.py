@@ -22,7 +22,9 @@ The table is the *prior*. Where it picks a classifier on cached features, every
 such candidate the profile cross-validated on held-in training rows competes —
 softmax regression and the linear SVM on each layer, and the no-transfer
 baseline (softmax regression and an RBF-kernel SVM on the raw pixels, strategy
-``baseline``) — and the rule's pick is kept unless another candidate beats it
+``baseline``), and the pretrained ImageNet head as it is where the class names
+name ImageNet classes (strategy ``pretrained``, scored on every training image) —
+and the rule's pick is kept unless another candidate beats it
 by more than one standard error of its CV accuracy. Every candidate, its score
 ± spread, its cost and why it was not chosen are in ``decision.candidates``;
 ``transfer_gain`` is the chosen candidate's CV accuracy minus the baseline's.
@@ -40,8 +42,9 @@ from typing import Any
 from transferpilot._registry import JsonData
 from transferpilot.config import DecideParams, TrainParams
 from transferpilot.errors import ConfigError
-from transferpilot.layers import PIXELS, PRE_LOGITS, TOP_LAYERS, is_transfer
+from transferpilot.layers import LOGITS, PIXELS, PRE_LOGITS, TOP_LAYERS, is_transfer
 from transferpilot.profile import LayerProbe, Profile, training_size
+from transferpilot.profile._probes import LINEAR_KINDS
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def _linear_plan(
     the best SVM probe; ties keep the SVM.
     """
     if strategy == "linear":
-        top = [p for p in profile.probes if p.layer in TOP_LAYERS]
+        top = [p for p in profile.probes if p.layer in TOP_LAYERS and p.kind in LINEAR_KINDS]
         if not top:
             return strategy, PRE_LOGITS, None, "the CNN codes"
         best = _best(top)
@@ -120,7 +123,7 @@ def _linear_plan(
     best = _best(layers)
     scores = ", ".join(f"{p.layer} {p.cv_accuracy:.3f}" for p in layers)
     what = f"layer {best.layer}, the best of the probed layers ({scores})"
-    transfer = [p for p in profile.probes if is_transfer(p.layer)]
+    transfer = [p for p in profile.probes if is_transfer(p.layer) and p.kind in LINEAR_KINDS]
     mine = [p for p in transfer if p.kind == strategy]
     theirs = [p for p in transfer if p.kind != strategy]
     if mine and best.kind != strategy:
@@ -143,6 +146,7 @@ _NAMES = {
     "linear": "softmax regression",
     "baseline": "RBF-kernel SVM",
     "finetune": "fine-tuning",
+    "pretrained": "pretrained ImageNet head",
 }
 
 
@@ -286,6 +290,16 @@ def choose_strategy(
                 f" (estimated {estimate:.0f} min for {rules.finetune_epochs} epochs here"
                 f"{_at(plan.input_size)})"
             )
+    elif strategy == "pretrained":
+        layer, probe = LOGITS, profile.probe(LOGITS, "pretrained")
+        if probe is None:
+            raise ConfigError(
+                "decide.strategy: pretrained needs class names that each name an ImageNet "
+                "class (e.g. ants/bees, or WordNet ids such as n01440764); these do not"
+            )
+        action = f"{_PRETRAINED}; {_score(probe)}"
+        chosen = probe
+        plan = train.for_strategy(strategy)
     elif strategy == "baseline":
         layer, probe = PIXELS, profile.probe(PIXELS, "kernel")
         action = "train the no-transfer baseline, an RBF-kernel SVM on the raw pixels"
@@ -315,14 +329,17 @@ def choose_strategy(
                     if layer == PIXELS
                     else f"layer {layer}, the best of every candidate on held-in data"
                 )
-        kind = {
-            "linear": "a linear classifier (softmax regression)",
-            "svm": "a linear SVM",
-            "baseline": "an RBF-kernel SVM",
-        }[strategy]
-        action = f"train {kind} on {what}"
-        if probe is not None:
-            action += f"; it cross-validates {_score(probe)} on held-in training data"
+        if strategy == "pretrained":
+            action = f"{_PRETRAINED}; {_score(probe)}" if probe is not None else _PRETRAINED
+        else:
+            kind = {
+                "linear": "a linear classifier (softmax regression)",
+                "svm": "a linear SVM",
+                "baseline": "an RBF-kernel SVM",
+            }[strategy]
+            action = f"train {kind} on {what}"
+            if probe is not None:
+                action += f"; it cross-validates {_score(probe)} on held-in training data"
         chosen = probe
         plan = train.for_strategy(strategy)
     reason = f"{size_words}, {sim_words}. Decision: {action}." + switched
@@ -358,7 +375,18 @@ def choose_strategy(
     )
 
 
+_PRETRAINED = (
+    "use the pretrained ImageNet classifier as it is, restricted to the ImageNet classes the "
+    "class names name (nothing trained but a temperature)"
+)
+
+
 def _score(probe: LayerProbe) -> str:
+    if probe.kind == "pretrained":
+        return (
+            f"{probe.cv_accuracy:.3f} ± {probe.cv_std:.3f} on all {probe.images} training "
+            "images (nothing fitted on them)"
+        )
     spread = f" ± {probe.cv_std:.3f}" if probe.folds else ""
     return f"{probe.cv_accuracy:.3f}{spread} ({probe.folds or 'k'}-fold CV)"
 

@@ -96,3 +96,18 @@ def test_finetune_trains_logs_curves_checkpoints_and_resumes(tmp_path: Path) -> 
     assert again.returncode == 0, again.stderr
     assert "resuming from the checkpoint of epoch 2" in again.stderr
     assert json.loads((out / "train.json").read_text()) == summary  # the same result, no timings
+
+
+def test_the_pretrained_head_as_it_is_ships_without_training(tmp_path: Path) -> None:
+    """Classes named after ImageNet classes: the head restricted to them, a temperature
+    fitted, saved as JSON, evaluated and exported like every other strategy."""
+    image_folder(tmp_path / "images", {"goldfish": 8, "tench": 8}, size=24)
+    summary = run_pipeline(tmp_path, "pretrained")
+    assert (summary["strategy"], summary["layer"]) == ("pretrained", "logits")
+    assert summary["imagenet_classes"] == {"goldfish": "goldfish", "tench": "tench"}
+    saved = json.loads((tmp_path / "models" / "train" / "pretrained_head.json").read_text())
+    assert saved["imagenet_indices"] == [1, 0] and saved["model"] == "efficientnet_lite0"
+    profile = json.loads((tmp_path / "data" / "profile" / "profile.json").read_text())
+    assert [p["kind"] for p in profile["probes"]].count("pretrained") == 1
+    metrics = check_evaluation(tmp_path)
+    assert metrics["val"]["accuracy"] == pytest.approx(summary["val_accuracy"])

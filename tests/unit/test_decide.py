@@ -278,3 +278,40 @@ def test_a_linear_model_on_the_pixels_can_be_asked_for_by_hand() -> None:
     assert "0.650" in decision.reason  # the linear probe on the pixels, not the SVM's
     with pytest.raises(ConfigError, match="pixels"):  # listed among the valid layers
         choose_strategy(profile, DecideParams(layer="conv99"))
+
+
+def with_pretrained(profile: Profile, accuracy: float, n: int = 400) -> Profile:
+    """The profile plus the pretrained ImageNet head's score on every training image."""
+    spread = (accuracy * (1 - accuracy) / n) ** 0.5
+    head = LayerProbe("logits", 4, accuracy, 0.0, n, "pretrained", spread, 1)
+    return replace(profile, probes=[*profile.probes, head])
+
+
+def test_the_pretrained_head_ships_when_it_beats_the_table_by_more_than_its_error() -> None:
+    """Class names that name ImageNet classes: the head as it is scores 0.98 on 400
+    training images (± 0.007); the table's softmax regression on pre_logits 0.90."""
+    decision = choose_strategy(
+        with_pretrained(make_profile(per_class=100, score=0.8), 0.98), DecideParams()
+    )
+    assert (decision.strategy, decision.layer) == ("pretrained", "logits")
+    assert "pretrained ImageNet classifier as it is" in decision.reason
+    assert "0.980 ± 0.007 on all 400 training images" in decision.reason
+    chosen = [c for c in decision.candidates if c.verdict == "chosen"]
+    assert [(c.strategy, c.layer) for c in chosen] == [("pretrained", "logits")]
+    assert decision.train == TrainParams().for_strategy("pretrained")
+
+
+def test_a_pretrained_head_within_its_error_keeps_the_table_and_never_sways_the_layer() -> None:
+    """0.905 ± 0.015 vs the table's 0.90: noise. It must not move the linear plan's layer
+    either (logits probes 0.88 as a classifier; the head's score is not a logits probe)."""
+    profile = with_pretrained(make_profile(per_class=100, score=0.8), 0.905)
+    decision = choose_strategy(profile, DecideParams())
+    assert (decision.strategy, decision.layer) == ("linear", "pre_logits")
+
+
+def test_pretrained_by_hand_needs_class_names_that_name_imagenet_classes() -> None:
+    profile = make_profile(per_class=100, score=0.8)
+    with pytest.raises(ConfigError, match="pretrained needs class names"):
+        choose_strategy(profile, DecideParams(strategy="pretrained"))
+    decision = choose_strategy(with_pretrained(profile, 0.7), DecideParams(strategy="pretrained"))
+    assert decision.strategy == "pretrained" and decision.overridden

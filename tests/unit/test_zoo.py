@@ -141,3 +141,28 @@ def test_a_shard_worker_rebuilds_a_file_model_when_its_file_changes(tmp_path) ->
     weights = tmp_path / "tiny.safetensors"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     assert _backbone(model) is not first
+
+
+@pytest.mark.parametrize(
+    ("classes", "expected"),
+    [
+        (["ants", "bees"], [310, 309]),  # plural folder names, ImageNet's synonyms
+        (["n01440764", "n02102040"], [0, 217]),  # WordNet ids (imagenette's folders)
+        (["Golden_Retriever", "tabby-cat"], [207, 281]),  # case, _ and - as spaces
+        (["crane", "ant"], None),  # "crane" names a bird and a machine: ambiguous
+        (["no", "yes"], None),  # brain MRI
+        ([str(i) for i in range(10)], None),  # digits
+        (["daisy", "buttercup"], None),  # one class alone does not make a head
+        (["ant", "ants"], None),  # two classes, one ImageNet class
+    ],
+)
+def test_class_names_map_onto_the_imagenet_head_only_when_all_name_one_class(
+    classes: list[str], expected: list[int] | None
+) -> None:
+    from transferpilot.zoo import imagenet_class_names, imagenet_indices
+
+    head = imagenet_class_names(1000)
+    assert imagenet_indices(classes, head) == expected
+    if expected is not None:  # a TF head with a background class first: shifted by one
+        assert imagenet_indices(classes, ("background", *head)) == [i + 1 for i in expected]
+    assert imagenet_indices(classes, [f"class_{i}" for i in range(1000)]) is None

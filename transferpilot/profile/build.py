@@ -105,11 +105,33 @@ def build_profile(
             list(table.labels[train]),
             probed,
             settings,
-        ),
+        )
+        + pretrained_probe(np.asarray(arrays[LOGITS])[train], table.labels[train], backbone),
         throughput=throughput,
         reference=reference,
         input_size=meta.input_size,
     )
+
+
+def pretrained_probe(
+    logits: np.ndarray, labels: np.ndarray, backbone: Backbone
+) -> list[LayerProbe]:
+    """The pretrained ImageNet head as it is (the seed's third scenario), when the class
+    names map onto its classes (:func:`~transferpilot.zoo.imagenet_indices`): its accuracy
+    on every training image, restricted to those classes. Nothing is fitted, so every
+    training image is held-in; the spread is the binomial standard error (``folds`` 1)."""
+    from transferpilot.layers import linear_inputs
+    from transferpilot.zoo import imagenet_indices
+
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    indices = imagenet_indices([str(c) for c in classes], backbone.class_names)
+    if indices is None or not len(labels):
+        return []
+    predicted = classes[linear_inputs(LOGITS, logits)[:, indices].argmax(1)]
+    accuracy = float((predicted == labels).mean())
+    spread = float(np.sqrt(accuracy * (1 - accuracy) / len(labels)))
+    return [LayerProbe(LOGITS, len(indices), accuracy, 0.0, len(labels), "pretrained", spread, 1)]
 
 
 def reference_distance(

@@ -1,4 +1,5 @@
-"""Transfer strategies, by the names used in ``params.yaml``: ``linear``, ``svm``, ``finetune``.
+"""Transfer strategies, by the names used in ``params.yaml``: ``linear``, ``svm``, ``finetune``,
+``baseline`` (no transfer) and ``pretrained`` (the ImageNet head as it is).
 
 >>> get_strategy("svm").name
 'svm'
@@ -8,6 +9,7 @@
 
 from transferpilot.strategies import finetune as _finetune  # noqa: F401  (registration)
 from transferpilot.strategies import linear as _linear  # noqa: F401  (registration)
+from transferpilot.strategies import pretrained as _pretrained  # noqa: F401  (registration)
 from transferpilot.strategies._registry import (
     STRATEGIES,
     Strategy,

@@ -17,6 +17,7 @@ from transferpilot.zoo._backbone import (
     DataConfig,
     FeatureLayer,
     imagenet_class_names,
+    imagenet_indices,
 )
 from transferpilot.zoo._registry import (
     create_backbone,
@@ -34,6 +35,7 @@ __all__ = [
     "create_backbone",
     "describe_named",
     "imagenet_class_names",
+    "imagenet_indices",
     "list_models",
     "register_model",
 ]

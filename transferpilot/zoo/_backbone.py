@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,3 +133,47 @@ def imagenet_class_names(num_classes: int = 1000) -> tuple[str, ...]:
     if num_classes == len(names) + 1:  # TF checkpoints with a background class first
         return ("background", *names)
     return tuple(f"class_{i}" for i in range(num_classes))
+
+
+def _term(text: str) -> str:
+    return " ".join(text.lower().replace("_", " ").replace("-", " ").split())
+
+
+def _forms(name: str) -> list[str]:
+    """A class folder's name as ImageNet might spell it: as is, then singular."""
+    term = _term(name)
+    forms = [term]
+    if term.endswith("ies"):
+        forms.append(term[:-3] + "y")
+    if term.endswith("es"):
+        forms.append(term[:-2])
+    if term.endswith("s"):
+        forms.append(term[:-1])
+    return forms
+
+
+def imagenet_indices(classes: Sequence[str], head: Sequence[str]) -> list[int] | None:
+    """Where each of ``classes`` sits in a pretrained ImageNet-1k head whose class names
+    are ``head`` — when every class names one ImageNet class by its WordNet id
+    (``n01440764``) or by one of its synonyms, singular or plural ("ants" → "ant, emmet,
+    pismire"), and no two classes name the same one; otherwise ``None``. A synonym that
+    two ImageNet classes share ("crane") names neither."""
+    from timm.data import ImageNetInfo
+
+    names = imagenet_class_names(1000)
+    offset = len(head) - len(names)
+    if offset < 0 or tuple(head[offset:]) != names:
+        return None  # not an ImageNet-1k head
+    info = ImageNetInfo("imagenet-1k")
+    lookup: dict[str, set[int]] = {}
+    for i in range(len(names)):
+        lookup.setdefault(info.index_to_label_name(i).lower(), set()).add(i)
+        for synonym in info.index_to_description(i).split(","):
+            lookup.setdefault(_term(synonym), set()).add(i)
+    found = []
+    for name in classes:
+        hits = next((lookup[f] for f in _forms(name) if f in lookup), set())
+        if len(hits) != 1:
+            return None
+        found.append(offset + next(iter(hits)))
+    return found if len(set(found)) == len(found) else None
