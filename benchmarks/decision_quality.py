@@ -79,6 +79,8 @@ def _fit(backbone: Backbone, plan: Decision, table: FeatureTable, eval_split: st
             f"{summary['epochs_run']} ep @ {summary['input_size']}px, best {summary['best_epoch']}"
             if plan.strategy == "finetune"
             else f"C={summary['best_C']:g}"
+            if "best_C" in summary
+            else f"as it is, T={summary['temperature']:.2f}"  # the pretrained head
         ),
     }
 
