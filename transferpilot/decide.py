@@ -42,7 +42,16 @@ from typing import Any
 from transferpilot._registry import JsonData
 from transferpilot.config import DecideParams, TrainParams
 from transferpilot.errors import ConfigError
-from transferpilot.layers import LOGITS, PIXELS, PRE_LOGITS, TOP_LAYERS, is_transfer
+from transferpilot.layers import (
+    JOIN,
+    LOGITS,
+    PIXELS,
+    PRE_LOGITS,
+    TOP_LAYERS,
+    is_transfer,
+    joinable,
+    parts,
+)
 from transferpilot.profile import LayerProbe, Profile, training_size
 from transferpilot.profile._probes import LINEAR_KINDS
 
@@ -198,10 +207,15 @@ def _at(size: int | None) -> str:
 
 
 def _check_layer(layer: str, profile: Profile) -> str:
-    if layer not in profile.layers and layer != PIXELS:
+    """``decide.layer``: one layer, ``pixels``, or layers joined by ``+`` (no logits)."""
+    joined = JOIN in layer
+    names = parts(layer) if joined else [layer]
+    valid = [*profile.layers, PIXELS]
+    if any(n not in valid or (joined and not joinable(n)) for n in names):
         raise ConfigError(
             f"decide.layer: {layer!r} is not a layer of {profile.model}; "
-            f"valid: {', '.join([*profile.layers, PIXELS])}"
+            f"valid: {', '.join(valid)}, or layers joined by {JOIN} "
+            f"(e.g. {JOIN.join(profile.layers[-3:-1])}; not logits or pixels)"
         )
     return layer
 

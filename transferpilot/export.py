@@ -33,7 +33,7 @@ from transferpilot._onnx import onnx_export
 from transferpilot.errors import ModelError
 from transferpilot.features import pixel_codes, pool
 from transferpilot.images import open_rgb
-from transferpilot.layers import PIXELS
+from transferpilot.layers import PIXELS, parts
 from transferpilot.predict import Guess, Prediction
 from transferpilot.zoo import LOGITS, DataConfig
 
@@ -137,7 +137,9 @@ class FeatureClassifier(nn.Module):
         x = self.normalise(image)
         if self.layer == PIXELS:  # no transfer: the pretrained network is not in the graph
             return self.head(pixel_codes(x)).softmax(-1)
-        x = pool(self.features(x)[self.layer], self.pool_grid)
+        outputs = self.features(x)
+        pooled = [pool(outputs[part], self.pool_grid) for part in parts(self.layer)]
+        x = pooled[0] if len(pooled) == 1 else torch.cat(pooled, 1)  # a joined input
         if self.layer == LOGITS:  # the linear model reads log-probabilities (linear_inputs)
             x = x.log_softmax(-1)
         return self.head(x).softmax(-1)

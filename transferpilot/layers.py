@@ -17,6 +17,21 @@ PIXELS = "pixels"
 PIXEL_GRID = 16
 
 
+#: Joins layer names into one candidate input, their features side by side
+#: (``blocks.6+pre_logits``). Only pooled feature layers join: not ``logits``, ``pixels``.
+JOIN = "+"
+
+
+def parts(layer: str) -> list[str]:
+    """The layers a (possibly joined) input name is made of."""
+    return layer.split(JOIN)
+
+
+def joinable(layer: str) -> bool:
+    """Whether ``layer`` may be part of a joined input."""
+    return layer not in (LOGITS, PIXELS) and JOIN not in layer
+
+
 def is_transfer(layer: str) -> bool:
     """Whether a classifier on ``layer`` uses the pretrained network (all but ``pixels``)."""
     return layer != PIXELS

@@ -315,3 +315,29 @@ def test_pretrained_by_hand_needs_class_names_that_name_imagenet_classes() -> No
         choose_strategy(profile, DecideParams(strategy="pretrained"))
     decision = choose_strategy(with_pretrained(profile, 0.7), DecideParams(strategy="pretrained"))
     assert decision.strategy == "pretrained" and decision.overridden
+
+
+def test_joined_layers_compete_as_candidates_and_can_be_set_by_hand() -> None:
+    """blocks.4+blocks.6 side by side probes 0.95 ± 0.01 against the table's 0.85 on
+    blocks.6 (small/different): it wins on held-in evidence, like any other input."""
+    profile = make_profile(per_class=100, score=0.2)
+    joined = LayerProbe("blocks.4+blocks.6", 16, 0.95, 0.01, 100, "svm", 0.01, 3)
+    decision = choose_strategy(replace(profile, probes=[*profile.probes, joined]), DecideParams())
+    assert (decision.strategy, decision.layer) == ("svm", "blocks.4+blocks.6")
+    by_hand = choose_strategy(profile, DecideParams(strategy="svm", layer="blocks.2+pre_logits"))
+    assert by_hand.layer == "blocks.2+pre_logits"
+    for bad in ("blocks.6+logits", "blocks.6+pixels", "blocks.6+blocks.9"):
+        with pytest.raises(ConfigError, match="joined by"):
+            choose_strategy(profile, DecideParams(strategy="svm", layer=bad))
+
+
+def test_the_best_two_and_three_layers_are_joined_in_network_order() -> None:
+    from transferpilot.profile.build import joined_candidates
+
+    layers = ["blocks.2", "blocks.4", "blocks.6", "pre_logits", "logits"]
+    scores = {"blocks.2": 0.5, "blocks.4": 0.8, "blocks.6": 0.9, "pre_logits": 0.7, "logits": 0.95}
+    probes = [LayerProbe(k, 8, v, 0.01, 100) for k, v in scores.items()]
+    assert joined_candidates(probes, layers) == [
+        "blocks.4+blocks.6",
+        "blocks.4+blocks.6+pre_logits",
+    ]  # logits (the best) never joins: a linear model reads it as log-probabilities

@@ -20,7 +20,7 @@ from transferpilot.export import (
     linear_layer,
 )
 from transferpilot.features import linear_inputs, pixel_codes, pool
-from transferpilot.layers import PIXELS
+from transferpilot.layers import PIXELS, parts
 from transferpilot.strategies import LinearClassifier
 from transferpilot.zoo import DataConfig
 
@@ -99,21 +99,24 @@ def images(n: int) -> list[Image.Image]:
     ]
 
 
-def pipeline_proba(features: nn.Module, layer: str, grid: int, probe, pics) -> np.ndarray:
-    """What the pipeline does: extract (normalised), pool, linear_inputs, the sklearn head."""
+def pooled(features: nn.Module, layer: str, grid: int, pics) -> np.ndarray:
+    """What extraction keeps: each layer pooled; a joined input's layers side by side."""
     transform = CONFIG.transform()
     with torch.no_grad():
-        out = features(torch.stack([transform(p) for p in pics]))[layer]
-    return probe.predict_proba(linear_inputs(layer, pool(out, grid).numpy()))
+        out = features(torch.stack([transform(p) for p in pics]))
+    return np.hstack([pool(out[part], grid).numpy() for part in parts(layer)])
 
 
-@pytest.mark.parametrize(("layer", "grid"), [("block", 2), ("logits", 1)])
+def pipeline_proba(features: nn.Module, layer: str, grid: int, probe, pics) -> np.ndarray:
+    """What the pipeline does: extract (normalised), pool, linear_inputs, the sklearn head."""
+    return probe.predict_proba(linear_inputs(layer, pooled(features, layer, grid, pics)))
+
+
+@pytest.mark.parametrize(("layer", "grid"), [("block", 2), ("logits", 1), ("block+pre_logits", 2)])
 def test_feature_head_export_round_trip(tmp_path: Path, layer: str, grid: int) -> None:
     features = TinyFeatures().eval()
     pics = images(6)
-    transform = CONFIG.transform()
-    with torch.no_grad():
-        train = pool(features(torch.stack([transform(p) for p in pics]))[layer], grid).numpy()
+    train = pooled(features, layer, grid, pics)
     labels = np.array(["ant", "bee"] * 3)
     probe = LinearClassifier(c_grid=(1.0,), cv_folds=2).fit(linear_inputs(layer, train), labels)
 

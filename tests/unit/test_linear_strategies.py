@@ -59,9 +59,9 @@ def test_it_is_an_ordinary_estimator() -> None:
 
 
 def test_every_strategy_is_registered_and_an_unknown_one_lists_them() -> None:
-    assert list_strategies() == ["baseline", "finetune", "linear", "svm"]
+    assert list_strategies() == ["baseline", "finetune", "linear", "pretrained", "svm"]
     assert all(get_strategy(name).name == name for name in list_strategies())
-    with pytest.raises(ConfigError, match="finetune, linear, svm"):
+    with pytest.raises(ConfigError, match="finetune, linear, svm, baseline, pretrained"):
         get_strategy("random_forest")
 
 

@@ -43,14 +43,18 @@ def test_the_informative_layer_probes_best() -> None:
     features["more"] = signal + rng.normal(size=(120, 4))
     settings = ProfileParams(probe_folds=3, cache_dir=None)
     probes = probe_layers(features, y, ["noise", "signal", "more"], settings)
-    # every layer with the SVM, in order; then softmax regression on the two best
+    # every layer with the SVM, in order; the best two and three side by side (in layer
+    # order); then softmax regression on the two best single layers
     assert [(p.kind, p.layer) for p in probes] == [
         ("svm", "noise"),
         ("svm", "signal"),
         ("svm", "more"),
+        ("svm", "signal+more"),
+        ("svm", "noise+signal+more"),
         ("linear", "signal"),
         ("linear", "more"),
     ]
+    assert next(p.dim for p in probes if p.layer == "signal+more") == 8
     scores = {p.layer: p.cv_accuracy for p in probes if p.kind == "svm"}
     assert scores["signal"] > 0.9 > 0.75 > scores["noise"]
 

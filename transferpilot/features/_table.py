@@ -30,6 +30,7 @@ from transferpilot.features._extract import MEAN_PREFIX, SQ_PREFIX, ExtractStats
 from transferpilot.features._moments import moment_points, running_stats, unique_points
 from transferpilot.intake import Record, read_manifest
 from transferpilot.io import read_json, save_npy, save_npz, write_json
+from transferpilot.layers import JOIN, parts
 from transferpilot.zoo import Backbone
 
 IMAGENET = "imagenet"
@@ -196,7 +197,10 @@ class FeatureTable:
         return cls(read_manifest(manifest), meta, root)
 
     def array(self, name: str) -> np.ndarray:
-        """(N, D) features of one output, memory-mapped."""
+        """(N, D) features of one output, memory-mapped; a joined name
+        (``blocks.6+pre_logits``) gives its layers' features side by side, in memory."""
+        if JOIN in name:
+            return np.hstack([self.array(part) for part in parts(name)])
         return np.load(self.root / f"{name}.npy", mmap_mode="r", allow_pickle=False)
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -23,7 +23,7 @@ from transferpilot.device import resolve_device
 from transferpilot.features import FeatureTable
 from transferpilot.features._table import ALL, IMAGENET
 from transferpilot.io import write_json
-from transferpilot.layers import LOGITS, PIXELS, PRE_LOGITS
+from transferpilot.layers import JOIN, LOGITS, PIXELS, PRE_LOGITS, joinable, parts
 from transferpilot.profile import (
     Profile,
     SizeProfile,
@@ -152,11 +152,24 @@ def reference_distance(
     }
 
 
+def joined_candidates(probes: Sequence[LayerProbe], layers: Sequence[str]) -> list[str]:
+    """The best two and the best three joinable layers by probe, each set joined in network
+    order (``blocks.6+pre_logits``): inputs that may probe better than any one layer."""
+    ranked = [p.layer for p in sorted(probes, key=lambda p: -p.cv_accuracy) if joinable(p.layer)]
+    names = []
+    for k in (2, 3):
+        if len(ranked) >= k:
+            names.append(JOIN.join(sorted(ranked[:k], key=list(layers).index)))
+    return names
+
+
 def probe_layers(
     features: Mapping[str, np.ndarray],
     labels: Sequence[str],
     layers: Sequence[str],
     settings: ProfileParams,
+    *,
+    join: bool = True,
 ) -> list[LayerProbe]:
     """CV accuracy of a linear classifier on each of ``layers`` (training rows only, please).
 
@@ -166,7 +179,9 @@ def probe_layers(
     the SVM suits this data better (on the brain MRI set softmax regression
     cross-validates 2 points above the SVM; on ImageNet-like photos they tie).
     Where ``features`` hold the raw ``pixels``, the no-transfer baseline is probed
-    too: softmax regression and the RBF-kernel SVM on them.
+    too: softmax regression and the RBF-kernel SVM on them. The best two and three
+    layers are also probed side by side (:func:`joined_candidates`), unless ``join`` is
+    false.
     """
     from transferpilot.layers import linear_inputs
     from transferpilot.strategies import LinearClassifier
@@ -174,9 +189,14 @@ def probe_layers(
     y = np.asarray(labels)
     rows = stratified_sample(y, settings.probe_max_images, settings.seed)
 
+    def inputs(layer: str) -> np.ndarray:
+        if JOIN in layer:  # features side by side (no logits among them: see joinable)
+            return np.hstack([np.asarray(features[part])[rows] for part in parts(layer)])
+        return linear_inputs(layer, np.asarray(features[layer])[rows])
+
     def probe(layer: str, kind: str) -> LayerProbe:
         start = time.perf_counter()
-        X = linear_inputs(layer, np.asarray(features[layer])[rows])
+        X = inputs(layer)
         grid = settings.kernel_c_grid if kind == "kernel" else settings.probe_c_grid
         key = _probe_key(X, y[rows], kind, grid, settings)
         cached = settings.cache_dir / "probes" / f"{key}.json" if settings.cache_dir else None
@@ -214,6 +234,8 @@ def probe_layers(
     other = next(k for k in LINEAR_KINDS if k != settings.probe)
     ranked = sorted(results, key=lambda p: p.cv_accuracy, reverse=True)
     best = {p.layer for p in ranked[: settings.probe_second_opinion]}
+    if join:
+        results += [probe(name, settings.probe) for name in joined_candidates(results, layers)]
     results += [probe(layer, other) for layer in layers if layer in best]
     if PIXELS in features:
         results += [probe(PIXELS, kind) for kind, _ in BASELINE_KINDS]

@@ -74,7 +74,7 @@ def rank_backbones(
             layers = [*meta.layer_names, PRE_LOGITS, LOGITS]
             arrays = {k: np.asarray(v) for k, v in table.arrays().items() if k in layers}
         labels = np.asarray(table.labels)
-        probes = probe_layers(arrays, list(labels), layers, probing)
+        probes = probe_layers(arrays, list(labels), layers, probing, join=False)
         best = max(reversed(probes), key=lambda p: p.cv_accuracy)  # ties: the later layer
         x = linear_inputs(best.layer, arrays[best.layer])
         extract_min = finetune_min = None
