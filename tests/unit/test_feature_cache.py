@@ -250,6 +250,10 @@ def test_the_written_table_equals_the_cache_rows(tiny: Backbone, data, tmp_path:
         on_disk = table.array(name)
         assert on_disk.dtype == np.float32 and meta.outputs[name] == array.shape[1]
         np.testing.assert_array_equal(on_disk, array)
+    first, last = meta.layer_names[0], meta.layer_names[-1]  # a joined input: side by side
+    np.testing.assert_array_equal(
+        table.array(f"{first}+{last}"), np.hstack([feats.arrays[first], feats.arrays[last]])
+    )
     # per split: the mean of the per-image moments the cache holds
     cache = FeatureCache(tmp_path / "c", cache_key(tiny, 1))
     points = list(table.moments("all"))
