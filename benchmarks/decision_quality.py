@@ -23,7 +23,8 @@ the best). Held-in regret is the same on the held-in scores decide sees (the
 heads' CV accuracy; fine-tuning's held-in accuracy at its chosen epoch): the
 threshold sweep minimises it, never the evaluation regret. Times are wall
 seconds here: extraction cold, profile, each candidate's training. Writes
-``benchmarks/results/decision_quality.{json,md}`` (``--quick``: ``..._quick``).
+``benchmarks/results/decision_quality.{json,md}`` (``--quick``: ``..._quick``; ``--name``
+sets another name, e.g. for a subset of the sets).
 """
 
 from __future__ import annotations
@@ -237,6 +238,7 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=3, help="decide.finetune_epochs")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--warm", dest="cold", action="store_false", help="reuse the feature cache")
+    parser.add_argument("--name", help="results file name (default: decision_quality[_quick])")
     args = parser.parse_args()
     args.c_grid, args.folds = [0.001, 0.01, 0.1, 1.0], 3
     if args.quick:
@@ -297,7 +299,7 @@ def main() -> None:
             for c in curve
         ],
     )
-    name = "decision_quality_quick" if args.quick else "decision_quality"
+    name = args.name or ("decision_quality_quick" if args.quick else "decision_quality")
     root = Path(__file__).resolve().parents[1]
     settings = vars(args) | {"datasets": [os.path.relpath(f.resolve(), root) for f in folders]}
     payload = {"machine": m, "args": settings, "results": results, "sweep": curve}
