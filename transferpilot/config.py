@@ -61,7 +61,8 @@ class ModelParams(Section):
     candidates: tuple[str, ...] = Field(
         ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"),
         min_length=1,
-        description="the backbones `name: auto` chooses among",
+        description="the backbones `name: auto` chooses among, cheapest first (a tie goes to "
+        "the cheaper run; to the first listed when no throughput is measured)",
     )
     select_images: int = Field(
         300, ge=20, description="auto: training images in the sample each candidate is probed on"

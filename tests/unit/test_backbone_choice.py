@@ -63,7 +63,10 @@ def test_a_tie_within_the_margin_goes_to_the_cheaper_run() -> None:
     )
     assert ranking.chosen == "small"
     assert ranking.score("big").verdict.startswith("tie within 0.005")
-    assert "the cheapest run wins" in ranking.reason
+    assert ranking.reason.startswith(
+        "Backbone small: the cheapest run (about 11.0 min here) among the 2 of 2 candidates "
+        "whose linear probe is within 0.005 of the best"
+    )
 
 
 def test_a_backbone_whose_extraction_exceeds_the_budget_is_out() -> None:
@@ -76,9 +79,12 @@ def test_a_backbone_whose_extraction_exceeds_the_budget_is_out() -> None:
     assert everything_over.chosen == "small"  # all out: the cheapest extraction
 
 
-def test_unknown_costs_leave_the_pick_to_the_probe() -> None:
+def test_unknown_costs_leave_the_pick_to_the_probe_and_a_tie_to_the_list_order() -> None:
     ranking = pick_backbone([_score("a", 0.80, None), _score("b", 0.90, None)], 300, 60)
     assert ranking.chosen == "b"
+    tie = pick_backbone([_score("a", 0.900, None), _score("b", 0.902, None)], 300, 60)
+    assert tie.chosen == "a" and tie.reason.startswith("Backbone a: first listed among the 2")
+    assert tie.score("b").verdict == "tie within 0.005: a is listed first"
 
 
 def test_the_ranking_round_trips_through_json() -> None:

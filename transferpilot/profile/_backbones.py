@@ -91,7 +91,8 @@ def pick_backbone(
     are: then the cheapest). Among the rest, the best probe wins; candidates within
     :func:`tie_margin` of it are a tie, which the cheaper run wins (the smaller network:
     the static prior), so a bigger backbone is taken only for a difference the sample can
-    show. Costs unknown (throughput not measured) count as equal.
+    show. When a tie's costs are unknown (throughput not measured), the first listed
+    candidate wins (list the cheapest first).
     """
     if not scores:
         raise ValueError("no candidate backbones to pick from")
@@ -113,7 +114,9 @@ def pick_backbone(
     top = max(eligible, key=lambda s: s.probe_accuracy)
     margin = tie_margin(sample_images)
     tied = [s for s in eligible if s.probe_accuracy >= top.probe_accuracy - margin]
-    chosen = min(tied, key=lambda s: (cost(s), -s.probe_accuracy))
+    priced = all(s.cost_minutes is not None for s in tied)
+    # a tie: the cheaper run; unpriced (no throughput measured), the first listed
+    chosen = min(tied, key=lambda s: (cost(s), -s.probe_accuracy)) if priced else tied[0]
     verdicts = {}
     for s in scores:
         if s is chosen:
@@ -127,6 +130,8 @@ def pick_backbone(
             verdicts[s.model] = (
                 f"tie within {margin:.3f}: {chosen.model} costs less "
                 f"(about {cost(chosen):.1f} vs {cost(s):.1f} min)"
+                if priced
+                else f"tie within {margin:.3f}: {chosen.model} is listed first"
             )
         else:
             verdicts[s.model] = (
@@ -140,15 +145,22 @@ def pick_backbone(
     others = ", ".join(
         f"{s.model} {s.probe_accuracy:.3f}" for s in ranked if s.model != chosen.model
     )
-    why = (
-        f"Backbone {chosen.model}: the best linear probe of {len(scores)} candidates on a "
-        f"stratified sample of {sample_images} training images "
+    measured = (
+        f"on a stratified sample of {sample_images} training images "
         f"({chosen.probe_accuracy:.3f} on {chosen.layer}" + (f"; {others}" if others else "") + ")"
     )
     if len(tied) > 1:
-        why += (
-            f"; within {margin:.3f} of the best probe, the cheapest run wins "
-            f"(about {cost(chosen):.1f} min here)"
+        which = (
+            f"the cheapest run (about {cost(chosen):.1f} min here)" if priced else "first listed"
+        )
+        why = (
+            f"Backbone {chosen.model}: {which} "
+            f"among the {len(tied)} of {len(scores)} candidates whose linear probe is within "
+            f"{margin:.3f} of the best, {measured}"
+        )
+    else:
+        why = (
+            f"Backbone {chosen.model}: the best linear probe of {len(scores)} candidates {measured}"
         )
     return BackboneRanking(chosen.model, why + ".", sample_images, ranked)
 
