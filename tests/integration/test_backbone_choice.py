@@ -66,3 +66,14 @@ def test_profile_json_has_the_backbones_ranking(auto_project: Path) -> None:
     assert sum(r["chosen"] for r in rows) == 1
     assert summary["model"] == next(r["model"] for r in rows if r["chosen"])
     assert {"probe_accuracy", "knn_accuracy", "logme", "layer", "cost_minutes"} <= set(rows[0])
+
+
+def test_the_cluster_plan_ranks_the_same_and_finds_the_chosen_features_cached(
+    auto_project: Path,
+) -> None:
+    """`--cluster`: the flow's shard plan ranks as the stage did (from the same caches) and
+    extracts with the backbone chosen; after `dvc repro` there is nothing left to compute."""
+    from transferpilot.stages.extract import plan_shards
+
+    chosen = json.loads((auto_project / "data/features/backbones.json").read_text())["chosen"]
+    assert plan_shards(auto_project, 2) == (chosen, [])
