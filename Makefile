@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.feature_classifiers
 	$(BIN)/python -m benchmarks.finetune
 	$(BIN)/python -m benchmarks.decision_quality
+	$(BIN)/python -m benchmarks.backbones
 	$(BIN)/python -m benchmarks.overhead
 	$(BIN)/python -m benchmarks.scale
 	$(BIN)/python -m benchmarks.scale_out
