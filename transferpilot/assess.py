@@ -26,8 +26,8 @@ from transferpilot.errors import DataError
 from transferpilot.features import FeatureTable, write_table
 from transferpilot.intake import Finding, prepare_dataset
 from transferpilot.profile import Profile, size_profile, stratified_sample
-from transferpilot.profile._backbones import AUTO
 from transferpilot.profile.build import build_profile
+from transferpilot.profile.select import select_model
 from transferpilot.zoo import create_backbone
 
 
@@ -108,14 +108,9 @@ def assess_folder(
     if sample:
         strata = np.array([f"{r.split}/{r.label}" for r in records])
         records = [records[i] for i in stratified_sample(strata, sample, params.profile.seed)]
-    model, ranking = params.model, None
-    if model.name == AUTO:  # the extract stage's ranking, on the whole dataset's records
-        from transferpilot.profile.select import rank_backbones
-
-        ranking = rank_backbones(
-            intake.records, model, params.extract, params.profile, params.decide
-        )
-        model = model.model_copy(update={"name": ranking.chosen})
+    model, ranking = select_model(  # auto: the extract stage's ranking, on every record
+        intake.records, params.model, params.extract, params.profile, params.decide
+    )
     backbone = create_backbone(model.name, arch=model.arch)
     device = resolve_device(params.extract.device)
     with tempfile.TemporaryDirectory(prefix="transferpilot-profile-") as tmp:

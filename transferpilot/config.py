@@ -47,6 +47,10 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: ``model.name`` that asks for the pick among ``model.candidates``.
+AUTO = "auto"
+
+
 class ModelParams(Section):
     """Which pretrained network to transfer (see ``transferpilot models``)."""
 
@@ -74,7 +78,7 @@ class ModelParams(Section):
             raise ValueError("a file:<path> model needs `arch` (e.g. timm:resnet50)")
         if self.arch and not self.name.startswith("file:"):
             raise ValueError("`arch` is only used with a file:<path> model")
-        bad = [c for c in self.candidates if c == "auto" or c.startswith("file:")]
+        bad = [c for c in self.candidates if c == AUTO or c.startswith("file:")]
         if bad:
             raise ValueError(
                 f"candidates {bad}: list named or timm:/torchvision: models "

@@ -21,9 +21,6 @@ import numpy as np
 
 from transferpilot._registry import JsonData
 
-#: ``model.name`` that asks for the pick among ``model.candidates``.
-AUTO = "auto"
-
 
 @dataclass(frozen=True)
 class BackboneScore:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferpilot.config import DecideParams, ExtractParams, ModelParams, ProfileParams
+from transferpilot.config import AUTO, DecideParams, ExtractParams, ModelParams, ProfileParams
 from transferpilot.device import resolve_device
 from transferpilot.features import FeatureTable, write_table
 from transferpilot.intake import Record
@@ -39,6 +39,21 @@ from transferpilot.profile.build import probe_layers
 from transferpilot.zoo import create_backbone
 
 log = logging.getLogger(__name__)
+
+
+def select_model(
+    records: Sequence[Record],
+    model: ModelParams,
+    extract: ExtractParams,
+    profile: ProfileParams,
+    decide: DecideParams,
+) -> tuple[ModelParams, BackboneRanking | None]:
+    """``model`` itself, or with ``name: auto`` the candidate :func:`rank_backbones` picks,
+    with that ranking."""
+    if model.name != AUTO:
+        return model, None
+    ranking = rank_backbones(records, model, extract, profile, decide)
+    return model.model_copy(update={"name": ranking.chosen}), ranking
 
 
 def selection_sample(records: Sequence[Record], images: int, seed: int) -> list[Record]:
@@ -72,7 +87,7 @@ def rank_backbones(
             meta, stats = write_table(backbone, sample, Path(tmp), extract, device=device)
             table = FeatureTable(sample, meta, Path(tmp))
             layers = [*meta.layer_names, PRE_LOGITS, LOGITS]
-            arrays = {k: np.asarray(v) for k, v in table.arrays().items() if k in layers}
+            arrays = {k: np.array(v) for k, v in table.arrays().items() if k in layers}
         labels = np.asarray(table.labels)
         probes = probe_layers(arrays, list(labels), layers, probing, join=False)
         best = max(reversed(probes), key=lambda p: p.cv_accuracy)  # ties: the later layer

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from transferpilot._registry import Registry
-from transferpilot.config import ModelParams, Params
+from transferpilot.config import AUTO, ModelParams, Params
 from transferpilot.errors import ConfigError
 from transferpilot.io import read_json
 
@@ -160,7 +160,7 @@ def all_stages() -> Registry[Stage]:
 
 def chosen_model(model: ModelParams, paths: Paths) -> ModelParams:
     """``model`` with ``name: auto`` replaced by the backbone the extract stage chose."""
-    if model.name != "auto":
+    if model.name != AUTO:
         return model
     chosen = paths.backbones.read_json()["chosen"]
     return model.model_copy(update={"name": chosen})

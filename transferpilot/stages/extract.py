@@ -31,7 +31,6 @@ from transferpilot.device import resolve_device
 from transferpilot.features import fill_cache, missing_shards, write_table
 from transferpilot.intake import read_manifest
 from transferpilot.io import fresh_dir, write_json
-from transferpilot.profile._backbones import AUTO
 from transferpilot.stages import Paths, register_stage
 from transferpilot.zoo import create_backbone
 
@@ -47,12 +46,9 @@ def run(
     paths: Paths,
 ) -> dict[str, Any]:
     records = read_manifest(paths.manifest)
-    ranking = None
-    if model.name == AUTO:  # which backbone first: scored on a sample, probed as profile does
-        from transferpilot.profile.select import rank_backbones
+    from transferpilot.profile.select import select_model  # scikit-learn: only when run
 
-        ranking = rank_backbones(records, model, params, profile, decide)
-        model = model.model_copy(update={"name": ranking.chosen})
+    model, ranking = select_model(records, model, params, profile, decide)  # auto: rank first
     backbone = create_backbone(model.name, arch=model.arch)
     device = resolve_device(params.device)
     with fresh_dir(paths.features) as out:
@@ -105,16 +101,13 @@ def plan_shards(project: Path, shards: int) -> tuple[str, list[list[tuple[str, s
     caches, so the stage's own ranking then costs little and agrees)."""
     params, settings = _settings(project)
     records = read_manifest(Paths(project).manifest)
-    model = params.model
-    if model.name == AUTO:
-        from transferpilot.profile.select import rank_backbones
+    profile = params.profile
+    if profile.cache_dir is not None:  # the project's probe cache, wherever the flow runs
+        profile = profile.model_copy(update={"cache_dir": project / profile.cache_dir})
+    absolute = [replace(r, path=project / r.path) for r in records]
+    from transferpilot.profile.select import select_model
 
-        absolute = [replace(r, path=project / r.path) for r in records]
-        profile = params.profile
-        if profile.cache_dir is not None:
-            profile = profile.model_copy(update={"cache_dir": project / profile.cache_dir})
-        chosen = rank_backbones(absolute, model, settings, profile, params.decide).chosen
-        model = model.model_copy(update={"name": chosen})
+    model, _ = select_model(absolute, params.model, settings, profile, params.decide)
     items = [(project / r.path, r.sha256) for r in records]
     backbone = create_backbone(model.name, arch=model.arch)
     groups = missing_shards(backbone, items, settings, shards, resolve_device(settings.device))

@@ -11,10 +11,10 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from transferpilot.config import ExtractParams, ModelParams, ProfileParams
+from transferpilot.config import AUTO, ExtractParams, ModelParams, ProfileParams
 from transferpilot.features import FeatureTable
 from transferpilot.io import fresh_dir, write_json
-from transferpilot.profile._backbones import AUTO, BackboneRanking
+from transferpilot.profile import BackboneRanking
 from transferpilot.profile._plots import plot_probes, plot_similarity
 from transferpilot.profile.build import build_profile
 from transferpilot.stages import Paths, register_stage
