@@ -170,6 +170,8 @@ def _print_profile(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from transferpilot.decide import candidate_input
+
     console = Console()
     ipc = summary["images_per_class"]
     console.print(
@@ -207,13 +209,13 @@ def _print_profile(summary: dict) -> None:
                 b["verdict"],
             )
         console.print(ranking)
-    candidates = Table(box=None, padding=(0, 2), title="candidates (held-in CV accuracy)")
+    candidates = Table(box=None, padding=(0, 2), title="candidates (held-in accuracy)")
     for col in ("strategy", "input", "score", "cost", "verdict"):
         candidates.add_column(col, justify="right" if col in ("score", "cost") else "left")
     for c in summary["candidates"]:
         candidates.add_row(
             c["strategy"],
-            c["layer"] if c["transfer"] else "raw pixels",
+            candidate_input(c),
             "" if c["score"] is None else f"{c['score']:.3f} ± {c['spread']:.3f}",
             "" if c["minutes"] is None else f"{c['minutes']:.1f} min",
             c["verdict"],

@@ -189,6 +189,12 @@ class DecideParams(Section):
         description="pin this machine's fine-tuning speed for the budget; null = measured once",
     )
     finetune_epochs: int = Field(10, ge=1, description="fine-tuning epochs planned (and budgeted)")
+    trial_minutes: float | None = Field(
+        5.0,
+        ge=0,
+        description="at most this much of the budget on short fine-tuning trials that score "
+        "fine-tuning on held-in data (capped at a third of the full run); 0 or null = none",
+    )
     lr_ratio_similar: float = Field(
         0.1, gt=0, le=1, description="pretrained layers' learning rate / head's, similar data"
     )

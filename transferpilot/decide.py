@@ -25,7 +25,12 @@ baseline (softmax regression and an RBF-kernel SVM on the raw pixels, strategy
 ``baseline``), and the pretrained ImageNet head as it is where the class names
 name ImageNet classes (strategy ``pretrained``, scored on every training image) —
 and the rule's pick is kept unless another candidate beats it
-by more than one standard error of its CV accuracy. Every candidate, its score
+by more than one standard error of its CV accuracy. Fine-tuning is scored by
+short trials on held-in training rows (:mod:`transferpilot.trials`, within the
+budget): on a small dataset, a trial that beats the head's pick by more than its
+standard error earns fine-tuning its full run; on a large one the trials choose
+the resolution (a truncated run underestimates the full one, so a lost trial
+does not overrule the table's fine-tuning). Every candidate, its score
 ± spread, its cost and why it was not chosen are in ``decision.candidates``;
 ``transfer_gain`` is the chosen candidate's CV accuracy minus the baseline's.
 
@@ -36,6 +41,7 @@ by more than one standard error of its CV accuracy. Every candidate, its score
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,16 +60,18 @@ from transferpilot.layers import (
 )
 from transferpilot.profile import LayerProbe, Profile, training_size
 from transferpilot.profile._probes import LINEAR_KINDS
+from transferpilot.trials import HELD_IN, TRIAL_SHARE, Plan, Trial, TrialReport, first_rung
 
 
 @dataclass(frozen=True)
 class Candidate:
     """One way to train that the decision weighed.
 
-    ``score``: cross-validated accuracy on held-in training rows (``None`` where
-    not measured: fine-tuning is not trialled yet); ``spread``: its standard
-    deviation over the folds; ``minutes``: the estimated training time where it
-    matters (fine-tuning); ``verdict``: ``chosen``, or why not.
+    ``score``: cross-validated accuracy on held-in training rows (fine-tuning: its
+    trial's accuracy on the held-in rows; ``None`` where not trialled); ``spread``:
+    its standard deviation over the folds (a trial's: the binomial standard error,
+    ``folds`` 1); ``minutes``: the estimated training time where it matters
+    (fine-tuning); ``verdict``: ``chosen``, or why not.
     """
 
     strategy: str
@@ -74,6 +82,16 @@ class Candidate:
     minutes: float | None
     transfer: bool
     verdict: str = ""
+    input_size: int | None = None  # fine-tuning: the resolution it trains at
+
+
+def candidate_input(row: Mapping[str, Any]) -> str:
+    """What a candidate (a row of ``decision.candidates``, as JSON) trains on, in words."""
+    if row.get("strategy") == "finetune" and row.get("input_size"):
+        return f"the network at {row['input_size']} px"
+    if not row.get("transfer", True):
+        return "raw pixels (no transfer)"
+    return str(row.get("layer"))
 
 
 @dataclass(frozen=True)
@@ -220,11 +238,87 @@ def _check_layer(layer: str, profile: Profile) -> str:
     return layer
 
 
-def choose_strategy(
+def finetune_plans(profile: Profile, rules: DecideParams, train: TrainParams) -> list[Plan]:
+    """The fine-tuning plans worth weighing: at the resolution throughput was measured at
+    (the rule's: the model's, less for small images) and at the model's own, or at
+    ``train.input_size`` alone where params.yaml sets it. Empty when no throughput is
+    measured or pinned: nothing to cost them by."""
+    rates = training_rates(profile, rules.train_images_per_s)
+    if rates is None:
+        return []
+    measured = finetune_size(profile)
+    known = {s for s in (measured, profile.input_size) if s}
+    sizes: list[int | None] = [train.input_size] if train.input_size else sorted(known) or [None]
+    similar = profile.similarity.score >= rules.similarity_threshold
+    frozen = _frozen_layers(profile, rules, similar)
+    ratio = train.lr_ratio or (rules.lr_ratio_similar if similar else rules.lr_ratio_different)
+    n_train = profile.size.n_train
+    n_eval = profile.size.n_images - n_train
+    plans = []
+    for size in sizes:
+        scale = (measured / size) ** 2 if measured and size else 1.0  # compute ~ pixels
+        fit, infer = rates[0] * scale, rates[1] * scale
+        minutes = rules.finetune_epochs * (n_train / fit + n_eval / infer) / 60.0
+        plans.append(Plan(size, ratio, frozen, fit, infer, minutes))
+    return plans
+
+
+def trial_plans(
     profile: Profile, rules: DecideParams, train: TrainParams = TrainParams()
+) -> tuple[list[Plan], float, str]:
+    """``(plans, budget_s, why_not)``: the fine-tuning plans to trial and the trial budget
+    (``decide.trial_minutes``, at most a third of the cheapest plan's full run, within
+    ``decide.budget_minutes``), or no plans and why (see :mod:`transferpilot.trials`)."""
+    if rules.strategy != "auto" or rules.layer:
+        return [], 0.0, "not trialled: the strategy is set by hand"
+    if not rules.trial_minutes:
+        return [], 0.0, "not trialled: trials are off (decide.trial_minutes)"
+    plans = [p for p in finetune_plans(profile, rules, train) if p.input_size]
+    if not plans:
+        return [], 0.0, "not trialled: no throughput measured or pinned to budget a trial by"
+    budget_s = 60.0 * min(rules.trial_minutes, TRIAL_SHARE * min(p.minutes for p in plans))
+    if rules.budget_minutes is not None:
+        plans = [p for p in plans if p.minutes + budget_s / 60.0 <= rules.budget_minutes]
+    if not plans:
+        return [], budget_s, f"not trialled: over the {rules.budget_minutes:g} min budget"
+    held = round(HELD_IN * profile.size.n_train)  # about: the trial counts them exactly
+    plans, _ = first_rung(
+        plans,
+        budget_s,
+        fit=profile.size.n_train - held,
+        held_in=held,
+        classes=profile.size.n_classes,
+    )
+    if not plans:
+        return (
+            [],
+            budget_s,
+            (
+                f"not trialled: an epoch on half the training images does not fit "
+                f"{budget_s / 60:.1f} min (a third of the cheapest full run)"
+            ),
+        )
+    large = profile.size.images_per_class["median"] >= rules.large_images_per_class
+    if large and len(plans) < 2:
+        return [], budget_s, "not trialled: one plan fits, the table's fine-tuning (large dataset)"
+    return plans, budget_s, ""
+
+
+def best_head(profile: Profile) -> float | None:
+    """The best held-in score of a classifier on cached features (or raw pixels)."""
+    return max((p.cv_accuracy for p in profile.probes), default=None)
+
+
+def choose_strategy(
+    profile: Profile,
+    rules: DecideParams,
+    train: TrainParams = TrainParams(),
+    *,
+    trials: TrialReport | None = None,
 ) -> Decision:
     """Apply the rules to the profile (see the module docstring); ``train`` is
-    params.yaml's train section, which the decision's plan completes."""
+    params.yaml's train section, which the decision's plan completes; ``trials``: the
+    fine-tuning trials run for :func:`trial_plans` (none: fine-tuning has no score)."""
     size_n = profile.size.images_per_class["median"]
     score = profile.similarity.score
     large = size_n >= rules.large_images_per_class
@@ -253,57 +347,50 @@ def choose_strategy(
             if p.kind != profile.probe_kind
         },
     }
-    estimate = finetune_minutes(profile, rules.finetune_epochs, rules.train_images_per_s)
+    plans = finetune_plans(profile, rules, train)
+    trial = trials.best() if trials is not None else None
+    ft_plan = next((p for p in plans if trial and p.input_size == trial.input_size), None)
+    ft_plan = ft_plan or next((p for p in plans if p.input_size == finetune_size(profile)), None)
+    ft_plan = ft_plan or (plans[0] if plans else None)
+    estimate = ft_plan.minutes if ft_plan is not None else None
+    spent = trials.planned_s / 60.0 if trials is not None else 0.0
     evidence["finetune_minutes_estimate"] = estimate
     rates = training_rates(profile, rules.train_images_per_s)
     evidence["train_images_per_s"] = None if rates is None else rates[0]
     evidence["throughput_source"] = (
         "pinned" if rules.train_images_per_s else ("measured" if rates else None)
     )
+    if trials is not None:
+        evidence["trials"] = trials.to_dict()
+
+    def fits(minutes: float | None) -> bool:
+        budget = rules.budget_minutes
+        return budget is None or minutes is None or minutes + spent <= budget
+
     notes: list[str] = []
     strategy = auto
     if rules.strategy != "auto":
         strategy = rules.strategy
         if strategy != auto:
             notes.append(f"Manual override: strategy {strategy} (the rules would choose {auto}).")
-    elif (
-        auto == "finetune"
-        and rules.budget_minutes is not None
-        and estimate is not None
-        and estimate > rules.budget_minutes
-    ):
+    elif auto == "finetune" and not fits(estimate):
         strategy = "svm"  # the best probe of either kind: see _linear_plan
         notes.append(
             f"Fine-tuning would take about {estimate:.0f} min ({rules.finetune_epochs} epochs at "
-            f"{rates[0] if rates else 0:.1f} training images/s"
+            f"{ft_plan.train_rate if ft_plan else 0:.1f} training images/s"
             f"{' (pinned)' if rules.train_images_per_s else ' here'}"
-            f"{_at(finetune_size(profile))}), over the "
+            f"{_at(ft_plan.input_size if ft_plan else None)}"
+            f"{f', after {spent:.1f} min of trials' if spent else ''}), over the "
             f"{rules.budget_minutes:g} min budget: using the best probe that fits instead."
         )
     frozen: list[str] = []
     chosen: LayerProbe | None = None
+    chosen_score: float | None = None
     switched = ""
     if strategy == "finetune":
-        frozen = _frozen_layers(profile, rules, similar)
-        ratio = rules.lr_ratio_similar if similar else rules.lr_ratio_different
-        plan = train.for_strategy(
-            strategy,
-            epochs=train.epochs or rules.finetune_epochs,
-            lr_ratio=train.lr_ratio or ratio,
-            input_size=train.input_size or finetune_size(profile),
-        )
+        plan, frozen, action = _finetune(profile, rules, train, similar, ft_plan, trial)
         layer = PRE_LOGITS
-        action = (
-            f"fine-tune the {'network' if frozen else 'whole network'}: train the "
-            f"new head first on frozen features, then unfreeze (frozen: "
-            f"{', '.join(frozen) or 'nothing'}) with pretrained layers at "
-            f"{plan.lr_ratio:g}x the head's learning rate"
-        )
-        if estimate is not None:
-            action += (
-                f" (estimated {estimate:.0f} min for {rules.finetune_epochs} epochs here"
-                f"{_at(plan.input_size)})"
-            )
+        chosen_score = trial.accuracy if trial is not None else None
     elif strategy == "pretrained":
         layer, probe = LOGITS, profile.probe(LOGITS, "pretrained")
         if probe is None:
@@ -356,17 +443,39 @@ def choose_strategy(
                 action += f"; it cross-validates {_score(probe)} on held-in training data"
         chosen = probe
         plan = train.for_strategy(strategy)
+        if (
+            rules.strategy == "auto"
+            and not rules.layer
+            and not large
+            and trial is not None
+            and probe is not None
+            and trial.accuracy - probe.cv_accuracy > max(trial.standard_error, 1e-9)
+            and fits(estimate)
+        ):  # a truncated trial beats the best head: fine-tuning has earned its run
+            switched += (
+                f" The table's pick would be a {_NAMES[strategy]} on "
+                f"{'the raw pixels' if layer == PIXELS else layer} ({_score(probe)}); a short "
+                f"fine-tuning trial scores {_trial_words(trial)}, more than one standard error "
+                "above it, so the network is fine-tuned."
+            )
+            strategy, layer, chosen, chosen_score = "finetune", PRE_LOGITS, None, trial.accuracy
+            plan, frozen, action = _finetune(profile, rules, train, similar, ft_plan, trial)
+    if chosen is not None:
+        chosen_score = chosen.cv_accuracy
     reason = f"{size_words}, {sim_words}. Decision: {action}." + switched
     if profile.backbones is not None:  # model.name auto: which network came first
         reason = f"{profile.backbones.reason} {reason}"
         evidence["backbone"] = profile.backbones.chosen
     if notes:
         reason += " " + " ".join(notes)
-    candidates = _candidates(profile, strategy, layer, chosen, estimate, rules, large)
+    why_not = "trialled" if trials else trial_plans(profile, rules, train)[2] or "not trialled"
+    candidates = _candidates(
+        profile, strategy, layer, chosen_score, plans, ft_plan, trials, rules, large, fits, why_not
+    )
     baseline = max((p.cv_accuracy for p in profile.baseline_probes), default=None)
     gain = None
-    if chosen is not None and baseline is not None:
-        gain = chosen.cv_accuracy - baseline
+    if chosen_score is not None and baseline is not None:
+        gain = chosen_score - baseline
         if gain < 0 and strategy != "baseline":
             reason += (
                 f" The no-transfer baseline cross-validates {baseline:.3f}, "
@@ -386,6 +495,47 @@ def choose_strategy(
         candidates=candidates,
         baseline_score=baseline,
         transfer_gain=gain,
+    )
+
+
+def _finetune(
+    profile: Profile,
+    rules: DecideParams,
+    train: TrainParams,
+    similar: bool,
+    ft_plan: Plan | None,
+    trial: Trial | None,
+) -> tuple[TrainParams, list[str], str]:
+    """The fine-tuning plan train carries out, its frozen layers, and the words for it."""
+    frozen = _frozen_layers(profile, rules, similar)
+    ratio = rules.lr_ratio_similar if similar else rules.lr_ratio_different
+    plan = train.for_strategy(
+        "finetune",
+        epochs=train.epochs or rules.finetune_epochs,
+        lr_ratio=train.lr_ratio or ratio,
+        input_size=train.input_size
+        or (ft_plan.input_size if ft_plan is not None else finetune_size(profile)),
+    )
+    action = (
+        f"fine-tune the {'network' if frozen else 'whole network'}: train the "
+        f"new head first on frozen features, then unfreeze (frozen: "
+        f"{', '.join(frozen) or 'nothing'}) with pretrained layers at "
+        f"{plan.lr_ratio:g}x the head's learning rate"
+    )
+    if ft_plan is not None:
+        action += (
+            f" (estimated {ft_plan.minutes:.0f} min for {rules.finetune_epochs} epochs here"
+            f"{_at(plan.input_size)})"
+        )
+    if trial is not None:
+        action += f"; its trial scores {_trial_words(trial)}"
+    return plan, frozen, action
+
+
+def _trial_words(trial: Trial) -> str:
+    return (
+        f"{trial.accuracy:.3f} ± {trial.standard_error:.3f} on {trial.held_in} held-in training "
+        f"images ({trial.images} images x {trial.epochs} epoch(s) at {trial.input_size} px)"
     )
 
 
@@ -422,14 +572,17 @@ def _candidates(
     profile: Profile,
     strategy: str,
     layer: str,
-    chosen: LayerProbe | None,
-    estimate: float | None,
+    top: float | None,
+    plans: list[Plan],
+    ft_plan: Plan | None,
+    trials: TrialReport | None,
     rules: DecideParams,
     large: bool,
+    fits: Any,
+    why_not: str,
 ) -> list[Candidate]:
-    """Every candidate weighed, best score first, with its verdict."""
+    """Every candidate weighed, best score first, then the fine-tuning plans, with verdicts."""
     manual = rules.strategy != "auto" or bool(rules.layer)
-    top = chosen.cv_accuracy if chosen is not None else None
     rows: list[Candidate] = []
     for p in sorted(profile.probes, key=lambda p: -p.cv_accuracy):
         if p.strategy == strategy and p.layer == layer:
@@ -437,7 +590,11 @@ def _candidates(
         elif manual:
             verdict = "not chosen: set by hand in params.yaml"
         elif strategy == "finetune":
-            verdict = "large dataset: fine-tuning preferred (the table's rule)"
+            verdict = (
+                "large dataset: fine-tuning preferred (the table's rule)"
+                if large
+                else "lower held-in score than fine-tuning's trial"
+            )
         elif top is not None and p.cv_accuracy > top:
             verdict = (
                 f"+{p.cv_accuracy - top:.3f}, within one standard error: the table's pick kept"
@@ -456,16 +613,43 @@ def _candidates(
                 verdict,
             )
         )
-    if strategy == "finetune":
-        verdict = "chosen"
-    elif manual:
-        verdict = "not chosen: set by hand in params.yaml"
-    elif large and estimate is not None and rules.budget_minutes is not None:
-        verdict = f"over the {rules.budget_minutes:g} min budget"
-    else:
-        verdict = (
-            f"small dataset (median < {rules.large_images_per_class} images per class): "
-            "a classifier on cached features instead (not trialled)"
+    for plan in plans or [None]:
+        trial = trials.of(plan.input_size) if trials is not None and plan is not None else None
+        minutes = plan.minutes if plan is not None else None
+        if strategy == "finetune" and plan is ft_plan:
+            verdict = "chosen"
+        elif manual:
+            verdict = "not chosen: set by hand in params.yaml"
+        elif not fits(minutes):
+            verdict = f"over the {rules.budget_minutes:g} min budget"
+        elif strategy == "finetune" and trial is not None:
+            verdict = "the other resolution's trial scored higher"
+        elif strategy == "finetune":
+            verdict = f"the table's resolution instead ({why_not})"
+        elif trial is not None and top is not None and trial.accuracy <= top:
+            verdict = f"lower held-in score ({trial.accuracy - top:+.3f}, a short trial)"
+        elif trial is not None:
+            verdict = "its trial does not beat the chosen head by more than one standard error"
+        elif trials is not None:
+            verdict = "not trialled: an epoch of it does not fit the trial budget"
+        elif large:
+            verdict = why_not
+        else:
+            verdict = (
+                f"small dataset (median < {rules.large_images_per_class} images per class): "
+                f"a classifier on cached features instead ({why_not})"
+            )
+        rows.append(
+            Candidate(
+                "finetune",
+                PRE_LOGITS,
+                None if trial is None else trial.accuracy,
+                None if trial is None else trial.standard_error,
+                0 if trial is None else 1,
+                minutes,
+                True,
+                verdict,
+                None if plan is None else plan.input_size,
+            )
         )
-    rows.append(Candidate("finetune", PRE_LOGITS, None, None, 0, estimate, True, verdict))
     return rows

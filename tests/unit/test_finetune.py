@@ -127,7 +127,7 @@ def test_head_from_a_linear_probe_predicts_before_any_training(tiny: Backbone, t
     codes = codes + np.random.default_rng(0).normal(scale=0.1, size=codes.shape)
     config = CONFIG.model_copy(update={"epochs": 1})
     tuner = Finetuner(tiny, config).fit(paths, labels, val_paths, val_labels, codes=codes)
-    assert tuner.head_init_["probe_cv_accuracy"] == 1.0
+    assert tuner.head_init_["probe_held_out_accuracy"] == 1.0
 
 
 class Killed(Exception):

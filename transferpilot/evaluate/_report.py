@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from transferpilot.decide import candidate_input
+
 #: Section titles, in order; tests and readers can rely on them.
 SECTIONS = ("Data", "Profile", "Decision", "Training", "Metrics", "Mistakes", "Predictor")
 
@@ -165,12 +167,12 @@ def _candidates_table(candidates: Sequence[Mapping[str, Any]]) -> str:
     rows = []
     for c in candidates:
         score = "—" if c.get("score") is None else f"{c['score']:.3f}"
+        trialled = c.get("strategy") == "finetune"
         if c.get("spread") is not None and c.get("folds"):
-            score += f" ± {c['spread']:.3f} ({c['folds']}-fold)"
+            score += f" ± {c['spread']:.3f} " + ("(trial)" if trialled else f"({c['folds']}-fold)")
         minutes = "—" if c.get("minutes") is None else f"{c['minutes']:.1f} min"
-        layer = "raw pixels (no transfer)" if not c.get("transfer", True) else c.get("layer")
-        rows.append([c.get("strategy"), layer, score, minutes, c.get("verdict", "")])
-    return _table(["strategy", "input", "held-in CV accuracy", "cost", "verdict"], rows)
+        rows.append([c.get("strategy"), candidate_input(c), score, minutes, c.get("verdict", "")])
+    return _table(["strategy", "input", "held-in accuracy", "cost", "verdict"], rows)
 
 
 def _training_section(train: Mapping[str, Any], figures: Mapping[str, str]) -> str:

@@ -59,6 +59,11 @@ from transferpilot.zoo import Backbone, DataConfig
 
 log = logging.getLogger(__name__)
 
+#: L-BFGS iterations of the probe that starts the head: on raw, often separable codes it
+#: would run to 1,000 for a head that fine-tuning moves anyway (3-fold CV of three C values
+#: took 50 s on 1,222 digit codes; one split, warm-started, takes a fifth of that).
+HEAD_ITER = 200
+
 
 @dataclass
 class EpochLog:
@@ -245,29 +250,32 @@ class Finetuner:
         standardising first would divide by per-feature spreads, and features
         that barely vary on clean images (but do under augmentation) would get
         huge weights and blow the first training steps up. At most 2,000 codes
-        (stratified) are used: a starting point, not the final head.
+        (stratified) are used, C is chosen on a held-out third: a starting point,
+        not the final head.
         """
         import warnings
 
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-        from transferpilot.profile import stratified_sample
+        from transferpilot.profile import held_in_split, stratified_sample
 
         X, y = np.asarray(codes, dtype=np.float64), np.asarray(labels)
         rows = stratified_sample(y, 2000, seed=self.config.seed)  # plenty for a starting head
         X, y = X[rows], y[rows]
-        _, counts = np.unique(y, return_counts=True)
-        folds = StratifiedKFold(int(max(2, min(3, counts.min()))), shuffle=True, random_state=0)
+        held = held_in_split(y, 1 / 3, seed=self.config.seed)  # C chosen on a third
+        if len(np.unique(y[~held])) < len(np.unique(y)) or not held.any():
+            held = np.ones(len(y), dtype=bool)  # too few images to hold any out: train = held
+        fit = ~held if (~held).any() else held
+        probe = LogisticRegression(max_iter=HEAD_ITER, warm_start=True)
+        scores: dict[float, float] = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            scores = {
-                C: cross_val_score(LogisticRegression(C=C, max_iter=1000), X, y, cv=folds).mean()
-                for C in (0.01, 0.1, 1.0)
-            }
+            for C in (0.01, 0.1, 1.0):  # ascending, each warm-started from the last
+                probe.set_params(C=C).fit(X[fit], y[fit])
+                scores[C] = float(probe.score(X[held], y[held]))
             best_c = max(scores, key=scores.__getitem__)
-            probe = LogisticRegression(C=best_c, max_iter=1000).fit(X, y)
+            probe = LogisticRegression(C=best_c, max_iter=HEAD_ITER).fit(X, y)
         coef, bias = probe.coef_, probe.intercept_
         if coef.shape[0] == 1:  # binary: p(1) = sigmoid(z) = softmax([-z/2, z/2])
             coef, bias = np.vstack([-coef / 2, coef / 2]), np.array([-bias[0] / 2, bias[0] / 2])
@@ -276,7 +284,7 @@ class Finetuner:
         with torch.no_grad():
             head.weight.copy_(torch.as_tensor(coef[order], dtype=head.weight.dtype))
             head.bias.copy_(torch.as_tensor(bias[order], dtype=head.bias.dtype))
-        self.head_init_ = {"probe_C": best_c, "probe_cv_accuracy": float(scores[best_c])}
+        self.head_init_ = {"probe_C": best_c, "probe_held_out_accuracy": scores[best_c]}
 
     def _codes(self, dataset: Dataset) -> np.ndarray:
         """CNN codes of the pretrained network (unchanged) for ``dataset``, eval transform."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from transferpilot.strategies._registry import register_strategy
+from transferpilot.trials import HELD_IN  # the share of training images held in
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,6 @@ def _rows(selection: np.ndarray) -> np.ndarray:
     """Row indices of a boolean mask (or of indices, as given)."""
     selection = np.asarray(selection)
     return np.flatnonzero(selection) if selection.dtype == bool else selection
-
-
-#: The share of each class's training images held in to choose the epoch (early stopping).
-HELD_IN = 0.15
 
 
 @register_strategy("finetune")
