@@ -14,8 +14,10 @@ For each dataset (any ImageFolder or CSV manifest; default: every set in
   protocol; fine-tuning chooses its epoch on a held-in split of the training
   images) and scored **once** on the evaluation split (test, else val), which
   no selection ever saw;
-* the automatic pick is read at the default budget and with no budget; its
-  score is that candidate's (the same run).
+* the automatic pick is read at the default budget and with no budget, after
+  the fine-tuning trials decide runs there (timed against their budget); its
+  score is that candidate's (the same run). A fine-tuning plan whose full run
+  is over the default budget is listed but not trained.
 
 Regret = best candidate's accuracy - the pick's, in points, with a paired
 bootstrap 95 % interval over the evaluation images (each resample re-takes
@@ -41,14 +43,16 @@ import numpy as np
 
 from benchmarks._common import SHARED, machine, print_table, stamp, write_results
 from transferpilot.config import DecideParams, Params, TrainParams
-from transferpilot.decide import Decision, choose_strategy
+from transferpilot.decide import Decision, best_head, choose_strategy, trial_plans
 from transferpilot.errors import DataError
 from transferpilot.features import FeatureTable, write_table
+from transferpilot.finetune.trials import run_trials
 from transferpilot.intake import prepare_dataset
 from transferpilot.layers import PIXELS
 from transferpilot.profile import Profile
 from transferpilot.profile.build import build_profile
 from transferpilot.strategies import get_strategy
+from transferpilot.trials import TrialReport
 from transferpilot.zoo import Backbone, create_backbone
 
 log = logging.getLogger("decision_quality")
@@ -58,8 +62,13 @@ SIMILARITY_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 SIZE_GRID = (50, 100, 150, 200, 300, 400, 600, 1000)
 
 
-def key(strategy: str, layer: str) -> str:
-    return f"{strategy}:{layer}"
+def key(strategy: str, layer: str, input_size: int | None = None) -> str:
+    """A candidate's name: ``strategy:layer``, fine-tuning by resolution (``finetune:64px``)."""
+    return f"{strategy}:{input_size}px" if strategy == "finetune" else f"{strategy}:{layer}"
+
+
+def decision_key(decision: Decision) -> str:
+    return key(decision.strategy, decision.layer, decision.train.input_size)
 
 
 def _fit(backbone: Backbone, plan: Decision, table: FeatureTable, eval_split: str) -> dict:
@@ -103,9 +112,36 @@ def bootstrap_regret(
     return float(low), float(high)
 
 
-def _pick(profile: Profile, rules: DecideParams, train: TrainParams) -> str:
-    decision = choose_strategy(profile, rules, train)
-    return key(decision.strategy, decision.layer)
+def _pick(
+    profile: Profile, rules: DecideParams, train: TrainParams, trials: TrialReport | None = None
+) -> str:
+    return decision_key(choose_strategy(profile, rules, train, trials=trials))
+
+
+class Trials:
+    """The fine-tuning trials decide runs, run once per (plans, budget) and timed."""
+
+    def __init__(self, table: FeatureTable, backbone: Backbone, profile: Profile) -> None:
+        self.table, self.backbone, self.profile = table, backbone, profile
+        self.done: dict[str, tuple[TrialReport, float]] = {}
+
+    def __call__(self, rules: DecideParams, train: TrainParams) -> tuple[TrialReport | None, float]:
+        plans, budget_s, _ = trial_plans(self.profile, rules, train)
+        if not plans:
+            return None, 0.0
+        name = repr((plans, budget_s))
+        if name not in self.done:
+            start = time.perf_counter()
+            report = run_trials(
+                self.table,
+                self.backbone,
+                plans,
+                train,
+                budget_s,
+                rival=best_head(self.profile),
+            )
+            self.done[name] = report, time.perf_counter() - start
+        return self.done[name]
 
 
 def run_dataset(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -134,38 +170,57 @@ def run_dataset(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
         unlimited = base.model_copy(update={"budget_minutes": None})
         listed = choose_strategy(profile, unlimited, train).candidates
         runs: dict[str, dict[str, Any]] = {}
+        skipped: dict[str, str] = {}
         for c in listed:
             layer = c.layer if c.strategy in ("linear", "svm") else None
             forced = unlimited.model_copy(update={"strategy": c.strategy, "layer": layer})
-            plan = choose_strategy(profile, forced, train)
+            own = train.model_copy(update={"input_size": c.input_size})
+            name = key(c.strategy, c.layer, c.input_size)
+            if c.strategy == "finetune" and (c.minutes or 0) > (base.budget_minutes or 1e9):
+                skipped[name] = f"not trained: {c.minutes:.0f} min, over the default budget"
+                log.info("%s: %s %s", folder.name, name, skipped[name])
+                continue
+            plan = choose_strategy(profile, forced, own if c.strategy == "finetune" else train)
             run = _fit(backbone, plan, table, eval_split)
             run |= {"strategy": c.strategy, "layer": c.layer, "held_in_cv": c.score}
             run["accuracy"] = float(run["correct"].mean())
-            runs[key(plan.strategy, plan.layer)] = run
+            runs[name] = run
             log.info(
                 "%s: %s %.3f (%s, %.0f s)",
                 folder.name,
-                key(plan.strategy, plan.layer),
+                name,
                 run["accuracy"],
                 run["detail"],
                 run["seconds"],
             )
-    correct = {k: r["correct"] for k, r in runs.items()}
-    best = max(runs, key=lambda k: runs[k]["accuracy"])
-    held_in = {k: _held_in_score(r) for k, r in runs.items()}
-    picks: dict[str, Any] = {}
-    for label, rules in (("default budget", base), ("no budget", unlimited)):
-        pick = _pick(profile, rules, train)
-        low, high = bootstrap_regret(correct, pick, args.bootstrap)
-        picks[label] = {
-            "pick": pick,
-            "accuracy": runs[pick]["accuracy"],
-            "regret_points": 100 * (runs[best]["accuracy"] - runs[pick]["accuracy"]),
-            "regret_95": [low, high],
-            "held_in_regret_points": 100 * (max(held_in.values()) - held_in[pick]),
-            "seconds": extract_s + profile_s + runs[pick]["seconds"],
-        }
-    finetune = next(r for r in runs.values() if r["strategy"] == "finetune")
+        correct = {k: r["correct"] for k, r in runs.items()}
+        best = max(runs, key=lambda k: runs[k]["accuracy"])
+        held_in = {k: _held_in_score(r) for k, r in runs.items()}
+        trials = Trials(table, backbone, profile)
+        picks: dict[str, Any] = {}
+        for label, rules in (("default budget", base), ("no budget", unlimited)):
+            report, trial_s = trials(rules, train)
+            pick = _pick(profile, rules, train, report)
+            entry: dict[str, Any] = {
+                "pick": pick,
+                "trials": None if report is None else report.to_dict(),
+                "trial_seconds": trial_s,
+            }
+            if pick not in runs:  # a fine-tuning plan over the default budget
+                picks[label] = entry | {"accuracy": None, "note": skipped.get(pick, "")}
+                continue
+            low, high = bootstrap_regret(correct, pick, args.bootstrap)
+            picks[label] = entry | {
+                "accuracy": runs[pick]["accuracy"],
+                "regret_points": 100 * (runs[best]["accuracy"] - runs[pick]["accuracy"]),
+                "regret_95": [low, high],
+                "held_in_regret_points": 100 * (max(held_in.values()) - held_in[pick]),
+                "seconds": extract_s + profile_s + trial_s + runs[pick]["seconds"],
+            }
+        default_trials = trials(base, train)[0]
+    finetune = max(
+        (r for r in runs.values() if r["strategy"] == "finetune"), key=lambda r: r["accuracy"]
+    )
     baseline = max((r for r in runs.values() if r["layer"] == PIXELS), key=lambda r: r["accuracy"])
     return {
         "dataset": folder.name,
@@ -182,6 +237,8 @@ def run_dataset(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
         "profile_seconds": profile_s,
         "finetune_seconds": finetune["seconds"],
         "profile": profile.to_dict(),
+        "trials": None if default_trials is None else default_trials.to_dict(),
+        "skipped": skipped,
         "runs": {
             k: {f: v for f, v in r.items() if f != "correct"}
             | {"correct": "".join(map(str, r["correct"].tolist()))}  # per val image, 1 = right
@@ -214,7 +271,10 @@ def sweep(results: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[
             for r in results:
                 profile = Profile.from_dict(r["profile"])
                 runs = r["runs"]
-                pick = _pick(profile, rules, train)
+                report = TrialReport.from_dict(r["trials"]) if r.get("trials") else None
+                pick = _pick(profile, rules, train, report)
+                if pick not in runs:
+                    continue  # a plan over the default budget: not trained
                 scores = {k: _held_in_score(x) for k, x in runs.items()}
                 held.append(100 * (max(scores.values()) - scores[pick]))
                 val.append(100 * (r["best"]["accuracy"] - runs[pick]["accuracy"]))
@@ -251,6 +311,14 @@ def main() -> None:
     for r in results:
         d, n = r["picks"]["default budget"], r["picks"]["no budget"]
         lo, hi = d["regret_95"]
+        t = d["trials"]
+        trial = "—"
+        if t and t["trials"]:
+            top = max(t["trials"], key=lambda x: (x["rung"], x["accuracy"]))
+            trial = (
+                f"{top['accuracy']:.3f} @{top['input_size']}px, {d['trial_seconds']:.0f} s "
+                f"of {t['budget_s']:.0f} s"
+            )
         rows.append(
             [
                 r["dataset"],
@@ -264,8 +332,9 @@ def main() -> None:
                 f"{d['regret_points']:.1f} [{lo:.1f}, {hi:.1f}]",
                 f"{d['held_in_regret_points']:.1f}",
                 n["pick"] if n["pick"] != d["pick"] else "same",
-                f"{n['regret_points']:.1f}",
+                "—" if n["accuracy"] is None else f"{n['regret_points']:.1f}",
                 f"{r['baseline_accuracy']:.3f}",
+                trial,
                 f"{d['seconds']:.0f}",
                 f"{r['finetune_seconds']:.0f}",
             ]
@@ -280,7 +349,8 @@ def main() -> None:
         title,
         ["dataset", "quadrant", "sim", "eval n", "auto pick", "auto acc", "best candidate",
          "best acc", "regret pt [95% CI]", "held-in regret pt", "no-budget pick",
-         "no-budget regret pt", "no-transfer acc", "auto s", "finetune s"],
+         "no-budget regret pt", "no-transfer acc", "trial (held-in, time of budget)", "auto s",
+         "finetune s"],
         rows,
     )  # fmt: skip
     curve = sweep(results, args)
