@@ -68,6 +68,28 @@ def test_repro_twice_then_a_param_change(workdir: Path) -> None:
     assert "Running stage 'train'" not in sixth.stdout
     assert "Running stage 'evaluate'" not in sixth.stdout
 
+    # Fine-tuning trials: on a machine pinned this slow, a trial is a third of the full run,
+    # and the tiny set's first rung fits it. decide runs them and records them; forced to run
+    # again, it writes the same bytes (fixed seeds; a schedule from estimates, not the clock).
+    params["decide"] |= {"strategy": "auto", "train_images_per_s": 0.5}
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    seventh = run(["dvc", "repro"], workdir)
+    assert "Running stage 'decide'" in seventh.stdout
+    assert "trial rung 0" in seventh.stdout + seventh.stderr
+    written = workdir / "data" / "decision" / "decision.json"
+    decision = json.loads(written.read_text())
+    trials = decision["evidence"]["trials"]
+    first = trials["trials"][0]
+    assert (first["rung"], first["epochs"], first["input_size"]) == (0, 1, 64)
+    assert first["held_in"] == 2 and first["images"] == 6  # 8 training images, 1 per class held
+    assert trials["planned_s"] <= trials["budget_s"]
+    rows = decision["candidates"]
+    scored = [c for c in rows if c["strategy"] == "finetune" and c["score"] is not None]
+    assert scored and scored[0]["input_size"] == 64
+    before = written.read_bytes()
+    run(["dvc", "repro", "-f", "-s", "decide"], workdir)
+    assert written.read_bytes() == before
+
 
 def test_experiment_metrics_and_plots(workdir: Path) -> None:
     run(["dvc", "repro", "-q"], workdir)
