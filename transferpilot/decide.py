@@ -252,14 +252,11 @@ def finetune_plans(profile: Profile, rules: DecideParams, train: TrainParams) ->
     similar = profile.similarity.score >= rules.similarity_threshold
     frozen = _frozen_layers(profile, rules, similar)
     ratio = train.lr_ratio or (rules.lr_ratio_similar if similar else rules.lr_ratio_different)
-    n_train = profile.size.n_train
-    n_eval = profile.size.n_images - n_train
+    minutes = finetune_minutes(profile, rules.finetune_epochs, rules.train_images_per_s) or 0.0
     plans = []
     for size in sizes:
         scale = (measured / size) ** 2 if measured and size else 1.0  # compute ~ pixels
-        fit, infer = rates[0] * scale, rates[1] * scale
-        minutes = rules.finetune_epochs * (n_train / fit + n_eval / infer) / 60.0
-        plans.append(Plan(size, ratio, frozen, fit, infer, minutes))
+        plans.append(Plan(size, ratio, frozen, rates[0] * scale, rates[1] * scale, minutes / scale))
     return plans
 
 
@@ -468,7 +465,11 @@ def choose_strategy(
         evidence["backbone"] = profile.backbones.chosen
     if notes:
         reason += " " + " ".join(notes)
-    why_not = "trialled" if trials else trial_plans(profile, rules, train)[2] or "not trialled"
+    why_not = (
+        "trialled"
+        if trials is not None
+        else trial_plans(profile, rules, train)[2] or "not trialled"
+    )
     candidates = _candidates(
         profile, strategy, layer, chosen_score, plans, ft_plan, trials, rules, large, fits, why_not
     )
