@@ -1,8 +1,11 @@
 """Run the fine-tuning trials that :mod:`transferpilot.trials` plans (successive halving).
 
->>> decision = decide_with_trials(profile, rules, train, table, backbone)  # doctest: +SKIP
->>> decision.evidence["trials"]["note"]  # doctest: +SKIP
+>>> plans, budget_s, _ = trial_plans(profile, rules, train)  # doctest: +SKIP
+>>> rival = best_head(profile)  # doctest: +SKIP
+>>> report = run_trials(table, backbone, plans, train, budget_s, rival=rival)  # doctest: +SKIP
+>>> report.note  # doctest: +SKIP
 'first rung: 1 plan(s) x 208 images x 1 epoch; not promoted: ...'
+>>> choose_strategy(profile, rules, train, trials=report)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -13,12 +16,11 @@ import time
 import numpy as np
 import torch
 
-from transferpilot.config import DecideParams, TrainParams
-from transferpilot.decide import Decision, best_head, choose_strategy, trial_plans
+from transferpilot.config import TrainParams
 from transferpilot.features import FeatureTable
 from transferpilot.finetune._loop import Finetuner
 from transferpilot.layers import PRE_LOGITS
-from transferpilot.profile import Profile, held_in_split, stratified_sample
+from transferpilot.profile import held_in_split, stratified_sample
 from transferpilot.trials import (
     HELD_IN,
     PROMOTED_EPOCHS,
@@ -135,22 +137,3 @@ def run_trials(
         planned_s=planned,
         note=note,
     )
-
-
-def decide_with_trials(
-    profile: Profile,
-    rules: DecideParams,
-    train: TrainParams,
-    table: FeatureTable,
-    backbone: Backbone,
-    device: torch.device | None = None,
-) -> Decision:
-    """The decision, after the fine-tuning trials :func:`~transferpilot.decide.trial_plans`
-    asks for (none: the same as :func:`~transferpilot.decide.choose_strategy`)."""
-    plans, budget_s, _ = trial_plans(profile, rules, train)
-    trials = None
-    if plans:
-        trials = run_trials(
-            table, backbone, plans, train, budget_s, rival=best_head(profile), device=device
-        )
-    return choose_strategy(profile, rules, train, trials=trials)

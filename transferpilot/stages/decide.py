@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from transferpilot.config import DecideParams, ModelParams, TrainParams
-from transferpilot.decide import Decision, choose_strategy, trial_plans
+from transferpilot.decide import Decision, best_head, choose_strategy, trial_plans
 from transferpilot.io import write_json
 from transferpilot.profile import Profile
 from transferpilot.stages import Paths, chosen_model, register_stage
@@ -30,25 +30,27 @@ def run(
     model: ModelParams, params: DecideParams, train: TrainParams, paths: Paths
 ) -> dict[str, Any]:
     profile = Profile.from_dict(paths.profile_json.read_json())
-    plans, _, why_not = trial_plans(profile, params, train)
+    plans, budget_s, why_not = trial_plans(profile, params, train)
+    trials = None
     if plans:
         from transferpilot.device import resolve_device
         from transferpilot.features import FeatureTable
-        from transferpilot.finetune.trials import decide_with_trials
+        from transferpilot.finetune.trials import run_trials
         from transferpilot.zoo import create_backbone
 
         model = chosen_model(model, paths)
-        decision = decide_with_trials(
-            profile,
-            params,
-            train,
+        trials = run_trials(
             FeatureTable.open(paths.features, paths.manifest),
             create_backbone(model.name, arch=model.arch),
-            resolve_device(train.device),
+            plans,
+            train,
+            budget_s,
+            rival=best_head(profile),
+            device=resolve_device(train.device),
         )
     else:
         log.info("decide: fine-tuning %s", why_not)
-        decision = choose_strategy(profile, params, train)
+    decision = choose_strategy(profile, params, train, trials=trials)
     write_json(paths.decision_json.path, decision.to_dict())
     log.info("decide: %s", decision.reason)
     return {"strategy": decision.strategy, "layer": decision.layer}
