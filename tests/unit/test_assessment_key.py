@@ -1,0 +1,69 @@
+"""What a kept `transferpilot profile` result is keyed by: it is reused only when nothing
+it depends on changed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from transferpilot.assess import assessment_path
+from transferpilot.config import Params
+from transferpilot.intake import Record
+
+
+def _records() -> list[Record]:
+    return [
+        Record(Path(f"img/{c}/{i}.png"), c, "train", f"{c}{i}" * 8, 24, 24, "RGB", "")
+        for c in ("a", "b")
+        for i in range(3)
+    ]
+
+
+def test_the_same_images_and_settings_find_the_same_result(tmp_path: Path) -> None:
+    params = Params().model_copy(
+        update={"profile": Params().profile.model_copy(update={"cache_dir": tmp_path})}
+    )
+    path = assessment_path(_records(), params, 0)
+    assert path is not None and path.parent == tmp_path / "assessments"
+    assert assessment_path(_records(), params, 0) == path
+
+    relabelled = _records()
+    relabelled[0] = replace(relabelled[0], label="b")
+    resplit = _records()
+    resplit[0] = replace(resplit[0], split="val")
+    edited = _records()
+    edited[0] = replace(edited[0], sha256="f" * 64)
+    probes = params.model_copy(
+        update={"profile": params.profile.model_copy(update={"probe_folds": 2})}
+    )
+    budget = params.model_copy(
+        update={"decide": params.decide.model_copy(update={"budget_minutes": 5})}
+    )
+    others = {
+        assessment_path(relabelled, params, 0),
+        assessment_path(resplit, params, 0),
+        assessment_path(edited, params, 0),
+        assessment_path(_records()[1:], params, 0),
+        assessment_path(_records(), probes, 0),
+        assessment_path(_records(), budget, 0),
+        assessment_path(_records(), params, 100),
+    }
+    assert path not in others and len(others) == 7
+
+
+def test_no_cache_dir_keeps_nothing() -> None:
+    params = Params()
+    params = params.model_copy(
+        update={"profile": params.profile.model_copy(update={"cache_dir": None})}
+    )
+    assert assessment_path(_records(), params, 0) is None
+
+
+def test_a_damaged_or_older_kept_result_is_measured_again(tmp_path: Path) -> None:
+    from transferpilot.assess import _read_assessment
+
+    damaged, older = tmp_path / "damaged.json", tmp_path / "older.json"
+    damaged.write_text('{"format": 1, "profile": ')
+    older.write_text('{"format": 0, "profile": {}, "decision": {}}')
+    assert _read_assessment(damaged) is None and _read_assessment(older) is None
+    assert _read_assessment(tmp_path / "absent.json") is None
