@@ -7,10 +7,11 @@ with the pipeline), :func:`~transferpilot.profile.build.build_profile`, the deci
 
 The result is kept under ``profile.cache_dir`` (``assessments/``), keyed by what
 it depends on: every image's content, label and split, the params, the sample,
-transferpilot's own code, the versions of the packages that compute it and the
-machine. Asking again with nothing changed reads it back after the intake,
-without importing PyTorch; a new image, a changed param or ``remeasure``
-computes it afresh (the per-image features still come from their cache).
+the reference folder's files, the kept throughput measurements, transferpilot's
+own code, the versions of the packages that compute it and the machine. Asking
+again with nothing changed reads it back after the intake, without importing
+PyTorch; a new image, a changed param or ``remeasure`` computes it afresh (the
+per-image features still come from their cache).
 
 >>> assessment = assess_folder(Path("my_images"), Params())  # doctest: +SKIP
 >>> assessment.decision.strategy  # doctest: +SKIP
@@ -41,7 +42,7 @@ from transferpilot.errors import DataError
 from transferpilot.intake import Finding, Intake, Record, prepare_dataset
 from transferpilot.io import write_json
 from transferpilot.profile import Profile, size_profile, stratified_sample
-from transferpilot.profile._speed import cpu_name
+from transferpilot.profile._speed import cpu_name, user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,8 @@ def assess_folder(
             log.info("profile: nothing changed since %s; its result is reused", kept)
             return replace(found, findings=tuple(intake.findings), cached=True)
     assessment = _assess(intake, params, sample, remeasure)
-    if kept is not None:
+    if kept is not None:  # keyed again: a throughput measured just now is part of it
+        kept = assessment_path(intake.records, params, sample) or kept
         write_json(kept, {"format": ASSESSMENT_FORMAT} | assessment.to_dict())
     return assessment
 
@@ -196,6 +198,8 @@ def assessment_key(records: Sequence[Record], params: Params, sample: int) -> di
     return {
         "format": ASSESSMENT_FORMAT,
         "images": images.hexdigest(),
+        "reference": _listing(params.profile.reference),  # its images, when there is one
+        "throughput": _listing(user_cache_dir() / "throughput"),  # deleted = measure again
         "params": params.model_dump(mode="json"),
         "sample": sample,
         "code": code_digest(),
@@ -231,6 +235,15 @@ def _read_assessment(path: Path) -> Assessment | None:
     except (OSError, ValueError, TypeError) as err:  # damaged or older: measured again
         log.warning("%s: cannot be reused (%s); profiling again", path, str(err)[:200])
         return None
+
+
+def _listing(folder: Path | None) -> list[tuple[str, int, int]] | None:
+    """Every file under ``folder``: relative path, size and modification time."""
+    if folder is None or not Path(folder).is_dir():
+        return None
+    root = Path(folder)
+    found = sorted(p for p in root.rglob("*") if p.is_file())
+    return [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in found]
 
 
 @cache

@@ -67,3 +67,25 @@ def test_a_damaged_or_older_kept_result_is_measured_again(tmp_path: Path) -> Non
     older.write_text('{"format": 0, "profile": {}, "decision": {}}')
     assert _read_assessment(damaged) is None and _read_assessment(older) is None
     assert _read_assessment(tmp_path / "absent.json") is None
+
+
+def test_a_changed_reference_folder_or_a_deleted_timing_is_measured_again(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("TRANSFERPILOT_CACHE", str(tmp_path / "user"))
+    reference = tmp_path / "reference"
+    (reference / "any").mkdir(parents=True)
+    (reference / "any" / "a.png").write_bytes(b"one")
+    profile = Params().profile.model_copy(
+        update={"cache_dir": tmp_path / "kept", "reference": reference}
+    )
+    params = Params().model_copy(update={"profile": profile})
+    timing = tmp_path / "user" / "throughput" / "abc.json"
+    timing.parent.mkdir(parents=True)
+    timing.write_text("{}")
+    before = assessment_path(_records(), params, 0)
+    (reference / "any" / "b.png").write_bytes(b"two")
+    with_new_reference = assessment_path(_records(), params, 0)
+    timing.unlink()
+    without_timing = assessment_path(_records(), params, 0)
+    assert len({before, with_new_reference, without_timing}) == 3
