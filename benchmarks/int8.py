@@ -3,14 +3,16 @@
     python -m benchmarks.int8 [DATASET_DIR] [--images 256] [--calibration 100]
 
 The extraction graph (every candidate layer pooled inside it, as ``extract``
-exports it) is quantized with ONNX Runtime's static QDQ quantization:
-per-channel int8 weights, uint8 activations, calibrated (min/max) on
-``--calibration`` training images. Both graphs then run with ONNX Runtime on
-the same pre-decoded batches (decoding excluded, the median of three passes),
-and a linear SVM probe (the profile's, 3-fold CV) is fitted on each graph's
-features of the training images for the CNN codes and the last block — the
-accuracy guard ``extract.precision: auto`` would apply (int8 kept only within
-0.5 point of fp32). Writes ``benchmarks/results/int8.{json,md}``.
+exports it) is quantized with ONNX Runtime's static QDQ quantization, in several
+recipes side by side: per-channel int8 weights, uint8 activations, calibrated on
+``--calibration`` training images, either every quantizable operator with min/max
+ranges (ONNX Runtime's default), or the convolutions alone (the pooling, the moments
+and the head stay fp32) with min/max or 99.999th-percentile ranges. Every graph then
+runs with ONNX Runtime on the same pre-decoded batches (decoding excluded, the median
+of three passes), and a linear SVM probe (the profile's, 3-fold CV) is fitted on each
+graph's features of the training images for the CNN codes and the last block — the
+accuracy guard ``extract.precision: auto`` would apply (int8 kept only within 0.5
+point of fp32). Writes ``benchmarks/results/int8.{json,md}``.
 """
 
 from __future__ import annotations
@@ -59,9 +61,20 @@ def _run(session: Any, batches: list[np.ndarray], keys: list[str]) -> dict[str, 
     return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
 
-def _quantize(fp32: Path, int8: Path, calibration: list[np.ndarray]) -> float:
+#: name -> (operator types quantized, None = all; calibration method)
+RECIPES = {
+    "int8 all ops, min/max": (None, "MinMax"),
+    "int8 Conv only, min/max": (["Conv"], "MinMax"),
+    "int8 Conv only, percentile": (["Conv"], "Percentile"),
+}
+
+
+def _quantize(
+    fp32: Path, int8: Path, calibration: list[np.ndarray], ops: list[str] | None, method: str
+) -> float:
     from onnxruntime.quantization import (
         CalibrationDataReader,
+        CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
@@ -77,15 +90,18 @@ def _quantize(fp32: Path, int8: Path, calibration: list[np.ndarray]) -> float:
 
     start = time.perf_counter()
     prepared = fp32.with_suffix(".pre.onnx")
-    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    if not prepared.is_file():
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     quantize_static(
         str(prepared),
         str(int8),
         Reader(),
         quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=ops,
         per_channel=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
+        calibrate_method=getattr(CalibrationMethod, method),
     )
     return time.perf_counter() - start
 
@@ -111,12 +127,17 @@ def main() -> None:
     outputs = ForwardOutputs(backbone, 1)
     keys = list(outputs.keys)
     results: dict[str, Any] = {"dataset": args.dataset.name, "images": len(rows)}
+    graphs: dict[str, dict[str, Any]] = {}
+    features: dict[str, dict[str, np.ndarray]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_forward(outputs, config.input_size, Path(tmp) / "fp32.onnx")
-        int8 = Path(tmp) / "int8.onnx"
-        results["quantize_seconds"] = _quantize(fp32, int8, calibration)
-        features: dict[str, dict[str, np.ndarray]] = {}
-        for name, path in (("fp32", fp32), ("int8", int8)):
+        paths = {"fp32": fp32}
+        for i, (name, (ops, method)) in enumerate(RECIPES.items()):
+            paths[name] = Path(tmp) / f"int8-{i}.onnx"
+            seconds = _quantize(fp32, paths[name], calibration, ops, method)
+            graphs[name] = {"ops": ops or "all", "calibration": method, "quantize_s": seconds}
+        graphs["fp32"] = {}
+        for name, path in paths.items():
             session = _session(path)
             _run(session, batches[:1], keys)  # warm-up
             times = []
@@ -124,12 +145,12 @@ def main() -> None:
                 start = time.perf_counter()
                 features[name] = _run(session, batches, keys)
                 times.append(time.perf_counter() - start)
-            results[f"{name}_images_per_s"] = len(rows) / statistics.median(times)
-            results[f"{name}_mb"] = path.stat().st_size / 1e6
+            graphs[name]["images_per_s"] = len(rows) / statistics.median(times)
+            graphs[name]["mb"] = path.stat().st_size / 1e6
     layers = [backbone.layers[-1].name, PRE_LOGITS]
     settings = ProfileParams()
     y = list(labels[rows])
-    for name in ("fp32", "int8"):
+    for name in features:
         probes = probe_layers(
             {k: features[name][k] for k in layers},
             y,
@@ -137,37 +158,40 @@ def main() -> None:
             settings.model_copy(update={"cache_dir": None}),
             join=False,
         )
-        results[f"{name}_probes"] = {p.layer: p.cv_accuracy for p in probes if p.kind == "svm"}
-    for layer in layers:
-        a, b = features["fp32"][layer], features["int8"][layer]
-        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
-        results.setdefault("cosine", {})[layer] = float(np.median(cos))
+        graphs[name]["probes"] = {p.layer: p.cv_accuracy for p in probes if p.kind == "svm"}
+        graphs[name]["cosine"] = {}
+        for layer in layers:
+            a, b = features["fp32"][layer], features[name][layer]
+            cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+            graphs[name]["cosine"][layer] = float(np.median(cos))
     m = machine()
+    base = graphs["fp32"]
     rows_out = [
         [
-            layer,
-            f"{results['fp32_probes'][layer]:.3f}",
-            f"{results['int8_probes'][layer]:.3f}",
-            f"{100 * (results['int8_probes'][layer] - results['fp32_probes'][layer]):+.1f}",
-            f"{results['cosine'][layer]:.4f}",
+            name,
+            f"{g['images_per_s']:.1f}",
+            f"{g['images_per_s'] / base['images_per_s']:.2f}x",
+            f"{g['mb']:.1f}",
+            *(
+                f"{g['probes'][ly]:.3f} ({100 * (g['probes'][ly] - base['probes'][ly]):+.1f}), "
+                f"cos {g['cosine'][ly]:.3f}"
+                for ly in layers
+            ),
         ]
-        for layer in layers
+        for name, g in ((n, graphs[n]) for n in paths)
     ]
-    speed = results["int8_images_per_s"] / results["fp32_images_per_s"]
     title = (
         f"Static INT8 (QDQ, per-channel, {args.calibration} calibration images) against fp32, "
-        f"ONNX Runtime, {backbone.spec} on {args.dataset.name} ({len(rows)} training images): "
-        f"fp32 {results['fp32_images_per_s']:.1f} images/s, int8 "
-        f"{results['int8_images_per_s']:.1f} images/s ({speed:.2f}x), graph "
-        f"{results['fp32_mb']:.1f} -> {results['int8_mb']:.1f} MB, quantizing "
-        f"{results['quantize_seconds']:.0f} s — {stamp(m)}, {m['cpu']}, {m['cores']} cores"
+        f"ONNX Runtime, {backbone.spec} on {args.dataset.name} ({len(rows)} training images; "
+        f"probe: linear SVM 3-fold CV, points against fp32; cos: median cosine to fp32) — "
+        f"{stamp(m)}, {m['cpu']}, {m['cores']} cores"
     )
     table = print_table(
         title,
-        ["layer", "fp32 probe", "int8 probe", "int8 - fp32 pt", "median cosine"],
+        ["graph", "images/s", "vs fp32", "MB", *(f"{ly} probe" for ly in layers)],
         rows_out,
     )
-    results["speedup"] = speed
+    results["graphs"] = graphs
     write_results("int8", {"machine": m, "args": vars(args) | {"dataset": args.dataset.name},
                            "results": results}, table)  # fmt: skip
 
