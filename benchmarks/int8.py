@@ -123,7 +123,8 @@ def main() -> None:
     calib_rows = stratified_sample(labels, args.calibration, seed=1)
     config = backbone.data_config
     batches = _batches([train[i].path for i in rows], config.transform(), args.batch)
-    calibration = _batches([train[i].path for i in calib_rows], config.transform(), args.batch)
+    # One image per calibration batch: the histogram calibrators need batches of one shape.
+    calibration = _batches([train[i].path for i in calib_rows], config.transform(), 1)
     outputs = ForwardOutputs(backbone, 1)
     keys = list(outputs.keys)
     results: dict[str, Any] = {"dataset": args.dataset.name, "images": len(rows)}
