@@ -5,7 +5,7 @@
 The same work three ways, in one run, each in a fresh copy of the project
 (its own empty feature, probe and throughput caches, the embedded default data, git + DVC):
 
-1. direct: one Python process calls every stage function in DVC's order;
+1. direct: one Python process calls every stage function in DVC's order, each timed;
 2. ``dvc repro``;
 3. ``make run`` (``transferpilot digits`` + ``transferpilot run``: the Prefect
    flow with a temporary server, one task per stage) on a ready virtualenv —
@@ -22,6 +22,7 @@ Writes ``benchmarks/results/overhead.{json,md}``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -41,13 +42,18 @@ ROOT = Path(__file__).resolve().parents[1]
 COPY_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "prefect.yaml", "Makefile", "pyproject.toml")
 COPY_DIRS = ("transferpilot", "flows", "tasks")
 DIRECT = """
+import json, time
 from transferpilot.config import load_params
 from transferpilot.orchestrate import stage_order
 from transferpilot.stages import Paths, run_stage
 from pathlib import Path
 params = load_params()
+seconds = {}
 for stage, _ in stage_order(Path(".")):
+    start = time.perf_counter()
     run_stage(stage, params, Paths())
+    seconds[stage] = time.perf_counter() - start
+Path("stage_seconds.json").write_text(json.dumps(seconds))
 """
 
 
@@ -128,6 +134,9 @@ def main() -> None:
         repro = project_copy(base / "repro", digits=True)
         flow = project_copy(base / "flow", digits=False)
         results["direct_s"] = sh([sys.executable, "-c", DIRECT], direct)
+        # where the time goes: each stage in that one process (the first to import PyTorch
+        # and timm pays for it; in `dvc repro` every stage process does)
+        results["direct_stage_s"] = json.loads((direct / "stage_seconds.json").read_text())
         results["dvc_repro_s"] = sh(["dvc", "repro"], repro)
         # -o: never remake the install stamp (the venv is shared through a symlink)
         results["make_run_s"] = sh(["make", "-o", ".venv/.installed", "run"], flow)
@@ -163,6 +172,12 @@ def main() -> None:
         f"{stamp(m)}, {m['cpu']}, {m['cores']} cores",
         ["run", "seconds", "overhead", "target"],
         rows,
+    )
+    stages = results["direct_stage_s"]
+    table += "\n\n" + print_table(
+        f"Where the direct calls' time goes, by stage (one process) — {stamp(m)}",
+        ["stage", "seconds", "share"],
+        [[k, f"{v:.1f}", f"{v / r['direct_s']:.0%}"] for k, v in stages.items()],
     )
     write_results("overhead", {"machine": m, "results": results}, table)
 
