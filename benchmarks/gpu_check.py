@@ -49,6 +49,11 @@ def generate(folder: Path, n: int, start: int = 0) -> list[tuple[Path, str]]:
     return items
 
 
+def _peak_mib(device: torch.device) -> float | None:
+    """Peak GPU memory since the last reset, MiB (None on the CPU)."""
+    return torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+
+
 def timed_extraction(
     backbone: Any,
     items: Sequence[tuple[Path, str]],
@@ -76,7 +81,7 @@ def timed_extraction(
         "images": len(items),
         "seconds": seconds,
         "images_per_s": len(items) / seconds,
-        "peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        "peak_mib": _peak_mib(device),
         "batch_size": feats.stats.batch_size,
     }
 
@@ -102,7 +107,7 @@ def finetune_epoch(
         "images": len(paths),
         "seconds": epoch.seconds,
         "images_per_s": epoch.images_per_s,
-        "peak_mib": torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None,
+        "peak_mib": _peak_mib(device),
     }
 
 

@@ -242,8 +242,8 @@ def _listing(folder: Path | None) -> list[tuple[str, int, int]] | None:
     if folder is None or not Path(folder).is_dir():
         return None
     root = Path(folder)
-    found = sorted(p for p in root.rglob("*") if p.is_file())
-    return [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in found]
+    stats = sorted((str(p.relative_to(root)), p.stat()) for p in root.rglob("*") if p.is_file())
+    return [(name, st.st_size, st.st_mtime_ns) for name, st in stats]
 
 
 @cache
