@@ -159,3 +159,40 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny: Backbone, task, t
         whole.model_.state_dict().items(), resumed.model_.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_kill_while_the_next_checkpoint_is_written_keeps_the_last_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record is the commit point: epoch 2's tensors written, its record not yet, then a
+    kill; the re-run still finds epoch 1 whole (it used to find epoch 2's weights under
+    epoch 1's record, ignore both and start again)."""
+    from transferpilot.finetune import _checkpoint, load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(3, 4)).sum().backward()
+    optimizer.step()
+    save_checkpoint(tmp_path, "last", model, {"epoch": 1}, optimizer)
+    epoch1 = {k: v.clone() for k, v in model.state_dict().items()}
+
+    with torch.no_grad():
+        model.weight.add_(1.0)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_checkpoint, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, "last", model, {"epoch": 2}, optimizer)
+    monkeypatch.undo()
+
+    state = load_checkpoint(tmp_path, "last")
+    assert state is not None and state["epoch"] == 1
+    for name, value in epoch1.items():
+        torch.testing.assert_close(state["model"][name], value)
+    # the next whole write removes the files no record names
+    save_checkpoint(tmp_path, "last", model, {"epoch": 2}, optimizer)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["last-epoch2.optim.safetensors", "last-epoch2.safetensors", "last.json"]

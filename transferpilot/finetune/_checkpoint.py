@@ -1,10 +1,12 @@
 """Checkpoints: safetensors tensors plus a JSON record; never pickled, written atomically.
 
-A checkpoint ``<stem>`` is ``<stem>.safetensors`` (model weights),
-``<stem>.optim.safetensors`` (optimizer tensors, "last" only) and ``<stem>.json``
-(epoch, metrics, scheduler and optimizer scalars, and the digests of both
-tensor files). The JSON is written last and names the digests, so a
-checkpoint cut short by a kill is recognised and ignored.
+A checkpoint ``<stem>`` is ``<stem>.json`` (epoch, metrics, scheduler and optimizer
+scalars, and the names and digests of its tensor files) with the tensor files it names:
+``<stem>-epoch<N>.safetensors`` (model weights) and ``<stem>-epoch<N>.optim.safetensors``
+(optimizer tensors, "last" only). Each epoch's tensors go to files of their own and the
+JSON, written last, is the one commit point: a kill while epoch N+1 is being written
+leaves epoch N's record and files intact, so the re-run resumes from epoch N. Files no
+record names any more are removed after the record is replaced.
 """
 
 from __future__ import annotations
@@ -68,16 +70,21 @@ def save_checkpoint(
     """Write ``<stem>.*`` under ``directory`` (see the module docstring)."""
     directory.mkdir(parents=True, exist_ok=True)
     record = dict(record)
-    record["model_sha256"] = _save_tensors(
-        directory / f"{stem}.safetensors", model.state_dict(), {}
-    )
+    generation = f"{stem}-epoch{record.get('epoch', 0)}"
+    record["model_file"] = f"{generation}.safetensors"
+    record["model_sha256"] = _save_tensors(directory / record["model_file"], model.state_dict(), {})
     if optimizer is not None:
         tensors, rest = _flatten_optimizer(optimizer.state_dict())
         record["optimizer"] = rest
+        record["optimizer_file"] = f"{generation}.optim.safetensors"
         record["optimizer_sha256"] = _save_tensors(
-            directory / f"{stem}.optim.safetensors", tensors, {}
+            directory / record["optimizer_file"], tensors, {}
         )
-    write_json(directory / f"{stem}.json", record)
+    write_json(directory / f"{stem}.json", record)  # the commit point
+    kept = {record["model_file"], record.get("optimizer_file")}
+    for stale in directory.glob(f"{stem}-epoch*.safetensors"):
+        if stale.name not in kept:
+            stale.unlink(missing_ok=True)
 
 
 def load_checkpoint(directory: Path, stem: str) -> dict[str, Any] | None:
@@ -88,12 +95,12 @@ def load_checkpoint(directory: Path, stem: str) -> dict[str, Any] | None:
         return None
     try:
         record = json.loads(meta_path.read_text(encoding="utf-8"))
-        model_path = directory / f"{stem}.safetensors"
+        model_path = directory / record.get("model_file", f"{stem}.safetensors")
         if sha256_file(model_path) != record["model_sha256"]:
             raise ValueError("model weights do not match the record")
         record["model"] = load_file(str(model_path))
         if "optimizer_sha256" in record:
-            optim_path = directory / f"{stem}.optim.safetensors"
+            optim_path = directory / record.get("optimizer_file", f"{stem}.optim.safetensors")
             if sha256_file(optim_path) != record["optimizer_sha256"]:
                 raise ValueError("optimizer state does not match the record")
             record["optimizer"] = _unflatten_optimizer(
