@@ -51,7 +51,7 @@ from transferpilot.intake import prepare_dataset
 from transferpilot.layers import PIXELS
 from transferpilot.profile import Profile
 from transferpilot.profile.build import build_profile
-from transferpilot.strategies import get_strategy
+from transferpilot.strategies import Context, get_strategy
 from transferpilot.trials import TrialReport
 from transferpilot.zoo import Backbone, create_backbone
 
@@ -76,7 +76,7 @@ def _fit(backbone: Backbone, plan: Decision, table: FeatureTable, eval_split: st
     start = time.perf_counter()
     split = table.split
     with tempfile.TemporaryDirectory() as ckpt:
-        strategy = get_strategy(plan.strategy)(backbone, plan, checkpoint_dir=Path(ckpt))
+        strategy = get_strategy(plan.strategy)(backbone, plan, Context(checkpoint_dir=Path(ckpt)))
         strategy.fit(table, split == "train", split == eval_split)
     rows = np.flatnonzero(split == eval_split)
     predicted = np.asarray(strategy.classes_)[strategy.predict_proba(table, rows).argmax(1)]

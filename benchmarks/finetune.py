@@ -28,13 +28,13 @@ from transferpilot.config import DecideParams, Params
 from transferpilot.decide import choose_strategy
 from transferpilot.features import FeatureTable, write_table
 from transferpilot.intake import prepare_dataset
-from transferpilot.strategies import get_strategy
+from transferpilot.strategies import Context, get_strategy
 from transferpilot.zoo import PRE_LOGITS, create_backbone
 
 
 def _fit(backbone, decision, table: FeatureTable, ckpt: Path):
     """Train ``decision``'s plan through the strategy protocol, as the train stage does."""
-    strategy = get_strategy(decision.strategy)(backbone, decision, checkpoint_dir=ckpt)
+    strategy = get_strategy(decision.strategy)(backbone, decision, Context(checkpoint_dir=ckpt))
     return strategy.fit(table, table.split == "train", table.split == "val")
 
 

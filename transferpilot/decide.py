@@ -43,11 +43,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from transferpilot._registry import JsonData
 from transferpilot.config import DecideParams, TrainParams
 from transferpilot.errors import ConfigError
+from transferpilot.io import read_json
 from transferpilot.layers import (
     JOIN,
     LOGITS,
@@ -118,6 +120,12 @@ class Decision(JsonData):
     candidates: list[Candidate] = field(default_factory=list)
     baseline_score: float | None = None  # the best no-transfer candidate's CV accuracy
     transfer_gain: float | None = None  # the chosen candidate's CV accuracy minus that
+
+
+def load_decision(path: Path) -> Decision:
+    """The decide stage's ``decision.json`` at ``path``, or a clear error naming the stage
+    to run first."""
+    return Decision.from_dict(read_json(path, produced_by="decide"))
 
 
 def _best(probes: list[LayerProbe]) -> LayerProbe:

@@ -113,6 +113,34 @@ def test_each_stage_depends_on_all_the_library_code_it_imports(project_root: Pat
     assert not missing, f"dvc.yaml stages miss deps on code they import: {missing}"
 
 
+def test_each_stage_depends_only_on_the_library_code_it_imports(project_root: Path) -> None:
+    """The converse: a code dep the stage never imports re-runs it for nothing (editing the
+    fine-tuning loop used to re-run extract and profile)."""
+    extra = {}
+    for name, spec in _dvc_stages(project_root).items():
+        code = imported_code(project_root, project_root / "transferpilot" / "stages" / f"{name}.py")
+        unused = [
+            dep
+            for dep in spec["deps"]
+            if dep.startswith("transferpilot")
+            and not any(f == project_root / dep or project_root / dep in f.parents for f in code)
+        ]
+        if unused:
+            extra[name] = unused
+    assert not extra, f"dvc.yaml stages depend on code they never import: {extra}"
+
+
+def test_only_the_stages_that_fine_tune_depend_on_the_fine_tuning_loop(project_root: Path) -> None:
+    loop = project_root / "transferpilot" / "finetune" / "_loop.py"
+    users = {
+        name
+        for name, spec in _dvc_stages(project_root).items()
+        if any(loop == project_root / d or project_root / d in loop.parents for d in spec["deps"])
+    }
+    # decide runs fine-tuning trials, train fine-tunes, evaluate reads its curves
+    assert users == {"decide", "train", "evaluate"}
+
+
 def test_an_unknown_stage_is_refused_with_every_stage_named() -> None:
     import pytest
 

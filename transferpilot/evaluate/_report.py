@@ -167,7 +167,7 @@ def _candidates_table(candidates: Sequence[Mapping[str, Any]]) -> str:
     rows = []
     for c in candidates:
         score = "—" if c.get("score") is None else f"{c['score']:.3f}"
-        trialled = c.get("strategy") == "finetune"
+        trialled = c.get("folds") == 1  # a trial's one held-in score; k-fold CV has k >= 2
         if c.get("spread") is not None and c.get("folds"):
             score += f" ± {c['spread']:.3f} " + ("(trial)" if trialled else f"({c['folds']}-fold)")
         minutes = "—" if c.get("minutes") is None else f"{c['minutes']:.1f} min"
@@ -191,17 +191,13 @@ def _metrics_section(
     metrics: Mapping[str, Any],
     per_class: Mapping[str, Any],
     figures: Mapping[str, str],
-    strategy: str,
+    note: str,
 ) -> str:
     splits = [s for s in ("val", "test") if s in metrics]
     keys = list(metrics[splits[0]]) if splits else []
     text = [_table(["metric", *splits], [[k, *(metrics[s][k] for s in splits)] for k in keys])]
-    if strategy == "svm":
-        text += [
-            "",
-            "The SVM's probabilities are a softmax of its margins, not calibrated: read its "
-            "ECE and confidences as a ranking, not as probabilities.",
-        ]
+    if note:
+        text += ["", note]
     for split in splits:
         rows = [
             [r["class"], r["precision"], r["recall"], r["f1"], r["support"]]
@@ -254,8 +250,10 @@ def build_report(
     mistakes: Sequence[Mapping[str, Any]],
     predictor: Mapping[str, Any],
     figures: Mapping[str, str],
+    probability_note: str = "",
 ) -> str:
-    """The report as Markdown; ``figures`` maps figure keys to PNG paths relative to it."""
+    """The report as Markdown; ``figures`` maps figure keys to PNG paths relative to it;
+    ``probability_note``: what the strategy says of its probabilities (under the metrics)."""
     split = "test" if "test" in metrics else "val"
     head = metrics.get(split, {})
     headline = (
@@ -270,7 +268,7 @@ def build_report(
         "Profile": _profile_section(profile, figures),
         "Decision": _decision_section(decision),
         "Training": _training_section(train, figures),
-        "Metrics": _metrics_section(metrics, per_class, figures, str(decision.get("strategy"))),
+        "Metrics": _metrics_section(metrics, per_class, figures, probability_note),
         "Mistakes": _mistakes_section(mistakes, figures),
         "Predictor": _predictor_section(predictor),
     }

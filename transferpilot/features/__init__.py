@@ -24,13 +24,12 @@ from transferpilot.features._extract import (
     MEAN_PREFIX,
     SQ_PREFIX,
     ExtractStats,
-    cache_key,
-    extract_to_cache,
+    fill_cache,
     forward_graph,
+    open_cache,
     output_names,
     pixel_codes,
     pool,
-    resolve_runtime,
 )
 from transferpilot.features._moments import moment_points, running_stats, unique_points
 from transferpilot.features._table import FeatureMeta, FeatureTable, Moments, write_table
@@ -69,33 +68,6 @@ class FeatureSet:
 
     arrays: dict[str, np.ndarray]
     stats: ExtractStats
-
-
-def open_cache(
-    backbone: Backbone, settings: ExtractParams, device: torch.device | None = None
-) -> FeatureCache:
-    """The feature cache of ``backbone`` with these settings on ``device``."""
-    runtime = resolve_runtime(settings.runtime, device or torch.device("cpu"))
-    return FeatureCache(settings.cache_dir, cache_key(backbone, settings.pool_grid, runtime))
-
-
-def fill_cache(
-    backbone: Backbone,
-    items: Sequence[tuple[Path, str]],
-    settings: ExtractParams,
-    device: torch.device | None = None,
-    *,
-    lock: str = "extract",
-    threads: int | None = None,
-) -> tuple[FeatureCache, ExtractStats]:
-    """Compute what ``settings.cache_dir`` lacks for ``(path, sha256)`` items; the cache.
-    ``lock`` and ``threads``: see :func:`~transferpilot.features._extract.extract_to_cache`."""
-    device = device or torch.device("cpu")
-    cache = open_cache(backbone, settings, device)
-    stats = extract_to_cache(
-        backbone, items, cache, device=device, opts=settings, lock=lock, threads=threads
-    )
-    return cache, stats
 
 
 def missing_shards(

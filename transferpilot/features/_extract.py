@@ -372,3 +372,30 @@ def _flush(cache: FeatureCache, pending: list[dict[str, np.ndarray]], shas: list
     cache.write_shard(list(shas), arrays)
     pending.clear()
     shas.clear()
+
+
+def open_cache(
+    backbone: Backbone, settings: ExtractParams, device: torch.device | None = None
+) -> FeatureCache:
+    """The feature cache of ``backbone`` with these settings on ``device``."""
+    runtime = resolve_runtime(settings.runtime, device or torch.device("cpu"))
+    return FeatureCache(settings.cache_dir, cache_key(backbone, settings.pool_grid, runtime))
+
+
+def fill_cache(
+    backbone: Backbone,
+    items: Sequence[tuple[Path, str]],
+    settings: ExtractParams,
+    device: torch.device | None = None,
+    *,
+    lock: str = "extract",
+    threads: int | None = None,
+) -> tuple[FeatureCache, ExtractStats]:
+    """Compute what ``settings.cache_dir`` lacks for ``(path, sha256)`` items; the cache.
+    ``lock`` and ``threads``: see :func:`~transferpilot.features._extract.extract_to_cache`."""
+    device = device or torch.device("cpu")
+    cache = open_cache(backbone, settings, device)
+    stats = extract_to_cache(
+        backbone, items, cache, device=device, opts=settings, lock=lock, threads=threads
+    )
+    return cache, stats

@@ -26,7 +26,13 @@ import numpy as np
 
 from transferpilot._registry import JsonData
 from transferpilot.config import ExtractParams
-from transferpilot.features._extract import MEAN_PREFIX, SQ_PREFIX, ExtractStats, output_names
+from transferpilot.features._extract import (
+    MEAN_PREFIX,
+    SQ_PREFIX,
+    ExtractStats,
+    fill_cache,
+    output_names,
+)
 from transferpilot.features._moments import moment_points, running_stats, unique_points
 from transferpilot.intake import Record, read_manifest
 from transferpilot.io import read_json, save_npy, save_npz, write_json
@@ -104,8 +110,6 @@ def write_table(
     output is streamed to disk ``chunk_rows`` rows at a time, so memory stays
     bounded whatever the number of images.
     """
-    from transferpilot.features import fill_cache
-
     cache, stats = fill_cache(backbone, [(r.path, r.sha256) for r in records], settings, device)
     names = output_names(backbone)
     points = moment_points(backbone.model, [layer.name for layer in backbone.layers])

@@ -55,6 +55,7 @@ from transferpilot.finetune._groups import (
     set_batchnorm_mode,
 )
 from transferpilot.images import open_rgb
+from transferpilot.sampling import held_in_split, stratified_sample
 from transferpilot.zoo import Backbone, DataConfig
 
 log = logging.getLogger(__name__)
@@ -257,8 +258,6 @@ class Finetuner:
 
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
-
-        from transferpilot.profile import held_in_split, stratified_sample
 
         X, y = np.asarray(codes, dtype=np.float64), np.asarray(labels)
         rows = stratified_sample(y, 2000, seed=self.config.seed)  # plenty for a starting head

@@ -20,7 +20,7 @@ from transferpilot.config import TrainParams
 from transferpilot.features import FeatureTable
 from transferpilot.finetune._loop import Finetuner
 from transferpilot.layers import PRE_LOGITS
-from transferpilot.profile import held_in_split, stratified_sample
+from transferpilot.sampling import held_in_split, stratified_sample
 from transferpilot.trials import (
     HELD_IN,
     PROMOTED_EPOCHS,

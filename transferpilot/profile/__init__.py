@@ -17,7 +17,7 @@ from typing import Any
 from transferpilot._registry import JsonData
 from transferpilot.layers import is_transfer
 from transferpilot.profile._backbones import BackboneRanking, BackboneScore
-from transferpilot.profile._probes import LayerProbe, held_in_split, stratified_sample
+from transferpilot.profile._probes import LayerProbe
 from transferpilot.profile._similarity import (
     HeadMeasures,
     LayerGap,
@@ -30,6 +30,7 @@ from transferpilot.profile._similarity import (
 )
 from transferpilot.profile._size import SizeProfile, size_profile, training_size
 from transferpilot.profile._speed import Throughput, cached_throughput, measure_throughput
+from transferpilot.sampling import held_in_split, stratified_sample
 
 __all__ = [
     "BackboneRanking",

@@ -183,8 +183,8 @@ def probe_layers(
     layers are also probed side by side (:func:`joined_candidates`), unless ``join`` is
     false.
     """
+    from transferpilot.estimators import LinearClassifier  # defers scikit-learn
     from transferpilot.layers import linear_inputs
-    from transferpilot.strategies import LinearClassifier
 
     y = np.asarray(labels)
     rows = stratified_sample(y, settings.probe_max_images, settings.seed)

@@ -12,17 +12,12 @@ import logging
 from typing import Any
 
 from transferpilot.config import DecideParams, ModelParams, TrainParams
-from transferpilot.decide import Decision, best_head, choose_strategy, trial_plans
+from transferpilot.decide import best_head, choose_strategy, trial_plans
 from transferpilot.io import write_json
 from transferpilot.profile import Profile
 from transferpilot.stages import Paths, chosen_model, register_stage
 
 log = logging.getLogger(__name__)
-
-
-def load_decision(paths: Paths) -> Decision:
-    """The decide stage's ``decision.json``."""
-    return Decision.from_dict(paths.decision_json.read_json())
 
 
 @register_stage("decide", sections=("model", "decide", "train"))

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from transferpilot.config import EvaluateParams, ModelParams
+from transferpilot.decide import load_decision
 from transferpilot.device import resolve_device
 from transferpilot.errors import DataError
 from transferpilot.evaluate import (
@@ -44,9 +45,7 @@ from transferpilot.export import Predictor
 from transferpilot.features import FeatureTable
 from transferpilot.io import fresh_dir, write_json, write_text
 from transferpilot.stages import Paths, chosen_model, register_stage
-from transferpilot.stages.decide import load_decision
-from transferpilot.strategies import get_strategy
-from transferpilot.strategies.finetune import read_curves
+from transferpilot.strategies import Context, get_strategy
 from transferpilot.zoo import create_backbone
 
 log = logging.getLogger(__name__)
@@ -62,10 +61,10 @@ def _probabilities(
     rows: dict[str, np.ndarray],
 ) -> tuple[list[str], dict[str, np.ndarray]]:
     """(classes, {split: (n, classes) probabilities}) from what the train stage saved."""
-    decision = load_decision(paths)
+    decision = load_decision(paths.decision_json.path)
     backbone = create_backbone(model.name, arch=model.arch)
     strategy = get_strategy(decision.strategy).load(
-        paths.models, backbone, decision, device=resolve_device(params.device)
+        paths.models, backbone, decision, Context(device=resolve_device(params.device))
     )
     return strategy.classes_, {s: strategy.predict_proba(table, r) for s, r in rows.items()}
 
@@ -98,6 +97,7 @@ def _confusion_csv(labels: list[str], predicted: list[str]) -> str:
 @register_stage("evaluate", sections=("model", "evaluate"))
 def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, Any]:
     model = chosen_model(model, paths)
+    strategy = get_strategy(load_decision(paths.decision_json.path).strategy)
     table = FeatureTable.open(paths.features, paths.manifest)
     records = table.records
     rows = {
@@ -154,7 +154,7 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
             figures["mistakes"] = "evaluation/mistakes.png"
         write_json(tmp / "mistakes.json", [vars(m) for m in mistakes])
         write_json(tmp / "per_class.json", per_class)
-        curves = read_curves(paths.models)
+        curves = strategy.curves(paths.models)
         if curves:
             plot_curves(curves, tmp / "curves.png")
             figures["curves"] = "evaluation/curves.png"
@@ -188,6 +188,7 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
         mistakes=[vars(m) for m in mistakes],
         predictor=check,
         figures=figures,
+        probability_note=strategy.probability_note,
     )
     write_text(out / "report.md", report)
     write_text(out / "report.html", to_html(report, out))

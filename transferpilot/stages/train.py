@@ -27,14 +27,14 @@ import time
 from typing import Any
 
 from transferpilot.config import ModelParams
+from transferpilot.decide import load_decision
 from transferpilot.device import resolve_device
 from transferpilot.export import export_onnx
 from transferpilot.features import FeatureTable
 from transferpilot.finetune import _distributed as distributed
 from transferpilot.io import write_json
 from transferpilot.stages import Paths, chosen_model, register_stage
-from transferpilot.stages.decide import load_decision
-from transferpilot.strategies import get_strategy
+from transferpilot.strategies import Context, get_strategy
 from transferpilot.zoo import create_backbone
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 @register_stage("train", sections=("model",))
 def run(model: ModelParams, paths: Paths) -> dict[str, Any]:
     model = chosen_model(model, paths)
-    decision = load_decision(paths)
-    several = decision.strategy == "finetune" and distributed.requested(decision.train)
+    decision = load_decision(paths.decision_json.path)
+    several = get_strategy(decision.strategy).distributed and distributed.requested(decision.train)
     if several and not distributed.inside():  # this process launches; rank 0 writes
         distributed.launch(decision.train, ["stage", "train"])
         return paths.train_json.read_json()
@@ -65,7 +65,7 @@ def _train(model: ModelParams, decision: Any, paths: Paths, device: Any) -> dict
     start = time.perf_counter()
     backbone = create_backbone(model.name, arch=model.arch)
     strategy = get_strategy(decision.strategy)(
-        backbone, decision, device=device, checkpoint_dir=paths.checkpoints
+        backbone, decision, Context(device=device, checkpoint_dir=paths.checkpoints)
     )
     strategy.fit(table, split == "train", split == "val")
     if not main:

@@ -13,6 +13,7 @@ through this protocol only; none of them branches on a strategy's name.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -29,19 +30,39 @@ if TYPE_CHECKING:
     from transferpilot.zoo import Backbone, DataConfig
 
 
+@dataclass(frozen=True)
+class Context:
+    """Where a strategy runs, the same for every strategy; each reads what it needs.
+
+    ``device``: a ``torch.device`` (None: the CPU); ``checkpoint_dir``: resumable state
+    (fine-tuning); ``on_epoch``: called with each :class:`~transferpilot.finetune.EpochLog`.
+    """
+
+    device: Any = None
+    checkpoint_dir: Path | None = None
+    on_epoch: Callable[[Any], None] | None = None
+
+
 class Strategy(Protocol):
     """A way to transfer: fitted on the rows of a feature table, saved, loaded, exported.
 
     ``fit`` uses the ``train`` rows to learn and the ``val`` rows only where the
     strategy selects on them (fine-tuning's early stopping); it sets
     ``classes_`` and ``summary_`` (what the train stage reports).
+
+    What the stages ask of a strategy without naming it: ``distributed`` (it trains on
+    several processes when ``train.nproc_per_node`` or ``train.nnodes`` ask),
+    ``probability_note`` (a sentence the report prints under its metrics; empty: none)
+    and :meth:`curves` (per-epoch curves it saved; empty: none).
     """
 
     name: ClassVar[str]
+    distributed: ClassVar[bool]
+    probability_note: ClassVar[str]
     classes_: list[str]
     summary_: dict[str, Any]
 
-    def __init__(self, backbone: Backbone, decision: Decision, **context: Any) -> None: ...
+    def __init__(self, backbone: Backbone, decision: Decision, context: Context = ...) -> None: ...
 
     def fit(self, table: FeatureTable, train: np.ndarray, val: np.ndarray) -> Strategy: ...
 
@@ -49,8 +70,13 @@ class Strategy(Protocol):
 
     @classmethod
     def load(
-        cls, directory: Path, backbone: Backbone, decision: Decision, **context: Any
+        cls, directory: Path, backbone: Backbone, decision: Decision, context: Context = ...
     ) -> Strategy: ...
+
+    @classmethod
+    def curves(cls, directory: Path) -> dict[str, list[float]]:
+        """The per-epoch curves saved in ``directory`` (empty when it trains no epochs)."""
+        ...
 
     def predict_proba(self, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
         """(len(rows), classes) probabilities, classes in ``classes_`` order."""
@@ -59,6 +85,17 @@ class Strategy(Protocol):
     def predictor(self) -> tuple[nn.Module, DataConfig]:
         """The module the ONNX export wraps (images in, probabilities out), and its input."""
         ...
+
+
+class Defaults:
+    """The protocol's hooks as most strategies answer them: one process, no note, no curves."""
+
+    distributed: ClassVar[bool] = False
+    probability_note: ClassVar[str] = ""
+
+    @classmethod
+    def curves(cls, directory: Path) -> dict[str, list[float]]:
+        return {}
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy", ConfigError)

@@ -9,11 +9,11 @@ import csv
 import logging
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from transferpilot.strategies._registry import register_strategy
+from transferpilot.strategies._registry import Context, Defaults, register_strategy
 from transferpilot.trials import HELD_IN  # the share of training images held in
 
 log = logging.getLogger(__name__)
@@ -46,20 +46,23 @@ def _rows(selection: np.ndarray) -> np.ndarray:
 
 
 @register_strategy("finetune")
-class Finetune:
+class Finetune(Defaults):
     """Fine-tune the network: LP-FT head, frozen leading layers, discriminative learning rates.
 
     The epoch is chosen (early stopping, best weights kept) on a held-in split of
     :data:`HELD_IN` of the training rows, never on ``val``: the validation accuracy it
     reports is measured once, after training, like the other strategies'.
 
-    ``context``: ``device``, ``checkpoint_dir`` (resumable state), ``on_epoch``
-    (called with each :class:`~transferpilot.finetune.EpochLog`).
+    It reads all of :class:`~transferpilot.strategies.Context`; it is the one strategy
+    that trains on several processes (``distributed``) and saves per-epoch curves.
     """
 
     name = "finetune"
+    distributed = True
 
-    def __init__(self, backbone: Backbone, decision: Decision, **context: Any) -> None:
+    def __init__(
+        self, backbone: Backbone, decision: Decision, context: Context = Context()
+    ) -> None:
         from transferpilot.finetune import Finetuner
 
         self.backbone = backbone
@@ -67,14 +70,14 @@ class Finetune:
             backbone,
             decision.train,
             frozen_layers=decision.frozen_layers,
-            device=context.get("device"),
-            checkpoint_dir=context.get("checkpoint_dir"),
-            on_epoch=context.get("on_epoch"),
+            device=context.device,
+            checkpoint_dir=context.checkpoint_dir,
+            on_epoch=context.on_epoch,
         )
 
     def fit(self, table: FeatureTable, train: np.ndarray, val: np.ndarray) -> Finetune:
         from transferpilot.layers import PRE_LOGITS
-        from transferpilot.profile import held_in_split
+        from transferpilot.sampling import held_in_split
 
         paths = np.asarray([r.path for r in table.records], dtype=object)
         labels = table.labels
@@ -133,21 +136,25 @@ class Finetune:
 
     @classmethod
     def load(
-        cls, directory: Path, backbone: Backbone, decision: Decision, **context: Any
+        cls, directory: Path, backbone: Backbone, decision: Decision, context: Context = Context()
     ) -> Finetune:
         from transferpilot.finetune import Finetuner
 
         strategy = cls.__new__(cls)
         strategy.backbone = backbone
-        strategy.tuner = Finetuner.load(directory, backbone, device=context.get("device"))
+        strategy.tuner = Finetuner.load(directory, backbone, device=context.device)
         strategy.classes_ = list(strategy.tuner.classes_)
         return strategy
+
+    @classmethod
+    def curves(cls, directory: Path) -> dict[str, list[float]]:
+        return read_curves(directory)
 
     def predict_proba(self, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
         return self.tuner.predict_proba([table.records[i].path for i in rows])
 
     def predictor(self) -> tuple[nn.Module, DataConfig]:
-        from transferpilot.export import NetworkClassifier
+        from transferpilot.heads import NetworkClassifier  # defers torch
 
         config = self.tuner.data_config()
         return NetworkClassifier(self.tuner.model_, config), config

@@ -21,7 +21,7 @@ from transferpilot.calibration import expected_calibration_error, fit_temperatur
 from transferpilot.errors import ConfigError, ModelError
 from transferpilot.io import write_json
 from transferpilot.layers import LOGITS, linear_inputs
-from transferpilot.strategies._registry import register_strategy
+from transferpilot.strategies._registry import Context, Defaults, register_strategy
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,14 +34,16 @@ log = logging.getLogger(__name__)
 
 
 @register_strategy("pretrained")
-class PretrainedHead:
+class PretrainedHead(Defaults):
     """The pretrained head's log-probabilities of the mapped ImageNet classes, divided by a
     temperature, then a softmax over the dataset's classes."""
 
     name = "pretrained"
     FILE = "pretrained_head.json"
 
-    def __init__(self, backbone: Backbone, decision: Decision, **context: Any) -> None:
+    def __init__(
+        self, backbone: Backbone, decision: Decision, context: Context = Context()
+    ) -> None:
         self.backbone = backbone
 
     def _restricted(self, table: FeatureTable, rows: np.ndarray | slice) -> np.ndarray:
@@ -105,7 +107,7 @@ class PretrainedHead:
 
     @classmethod
     def load(
-        cls, directory: Path, backbone: Backbone, decision: Decision, **context: Any
+        cls, directory: Path, backbone: Backbone, decision: Decision, context: Context = Context()
     ) -> PretrainedHead:
         path = Path(directory) / cls.FILE
         try:
@@ -128,7 +130,7 @@ class PretrainedHead:
         import torch
         from torch import nn
 
-        from transferpilot.export import FeatureClassifier
+        from transferpilot.heads import FeatureClassifier  # defers torch
 
         head = nn.Linear(len(self.backbone.class_names), len(self.classes_), bias=False)
         with torch.no_grad():

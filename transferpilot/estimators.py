@@ -1,0 +1,207 @@
+"""The scikit-learn heads on cached features: softmax regression (``linear``), a linear
+SVM (``svm``) and an RBF-kernel SVM (``kernel``: a Nyström map, then a linear SVM).
+
+:class:`LinearClassifier` is a scikit-learn estimator (``fit`` returns ``self``, learned attributes
+end in ``_``, ``clone`` works): a :class:`~sklearn.pipeline.Pipeline` of
+standardisation and the classifier, with ``C`` chosen by stratified k-fold
+cross-validation on the training rows over a grid.
+
+``predict_proba`` is a softmax of the decision values divided by a temperature
+(Guo et al., 2017) fitted on out-of-fold decision values of the training rows —
+held-in data, never the validation split — so that an SVM's scores read as
+probabilities too (the softmax of raw margins was 0.4 to 0.5 off in ECE).
+
+It sits below the profile (whose layer probes are these estimators) and the strategies
+(which train and ship them): importing it loads scikit-learn, never PyTorch.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from scipy.special import softmax
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.kernel_approximation import Nystroem
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+from sklearn.utils.validation import check_is_fitted
+
+from transferpilot.calibration import fit_temperature
+from transferpilot.margins import as_logits
+
+if TYPE_CHECKING:
+    from transferpilot.config import TrainParams
+
+log = logging.getLogger(__name__)
+
+
+class SoftmaxLinearSVC(LinearSVC):
+    """:class:`LinearSVC` whose ``predict_proba`` is a softmax of the margins (uncalibrated)."""
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return softmax(as_logits(self.decision_function(X), "svm"), axis=1)
+
+
+#: Nyström components of the ``kernel`` classifier, at most (one per training row below that).
+KERNEL_COMPONENTS = 1000
+#: What each kind of :class:`LinearClassifier` is, in the words of a decision's reason.
+KIND_NAMES = {"linear": "softmax regression", "svm": "linear SVM", "kernel": "RBF-kernel SVM"}
+
+
+class LinearClassifier(ClassifierMixin, BaseEstimator):
+    """Standardise, then a linear classifier whose C is chosen by stratified CV.
+
+    ``kind``: ``linear`` (multinomial logistic, i.e. softmax regression), ``svm``, or
+    ``kernel``: an RBF kernel (``gamma`` = 1 / (features x variance), features not
+    standardised) approximated by a Nyström map of up to :data:`KERNEL_COMPONENTS`
+    training rows, then a linear SVM — a kernel SVM whose cost grows linearly with the rows.
+
+    >>> probe = LinearClassifier(kind="linear").fit(X_train, y_train)  # doctest: +SKIP
+    >>> probe.best_C_, probe.cv_accuracy_  # doctest: +SKIP
+    (0.1, 0.93)
+    """
+
+    def __init__(
+        self,
+        kind: Literal["linear", "svm"] = "linear",
+        c_grid: Sequence[float] = (0.0001, 0.001, 0.01, 0.1, 1.0),
+        cv_folds: int = 5,
+        max_iter: int = 2000,
+        random_state: int = 0,
+        n_jobs: int | None = None,
+        tol: float = 1e-4,
+        calibrate: bool = True,
+    ) -> None:
+        self.kind = kind
+        self.c_grid = c_grid
+        self.cv_folds = cv_folds
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.tol = tol
+        self.calibrate = calibrate
+
+    @classmethod
+    def from_settings(cls, kind: str, settings: TrainParams) -> LinearClassifier:
+        """The classifier the ``train`` settings describe (C grid, folds, iterations, seed)."""
+        s = settings
+        grid = s.kernel_c_grid if kind == "kernel" else s.c_grid
+        return cls(kind, grid, s.cv_folds, s.max_iter, s.seed, n_jobs=-1)  # type: ignore[arg-type]
+
+    def _steps(self, X: np.ndarray, folds: int) -> list[tuple[str, Any]]:
+        if self.kind != "kernel":
+            return [("scale", StandardScaler()), ("clf", self._classifier())]
+        # Not standardised per feature: on raw pixels that inflates the near-constant
+        # border pixels into noise (measured on the digits: 0.975 val accuracy against
+        # 0.989). Scaled as a whole instead, by gamma = 1 / (features x variance), as
+        # scikit-learn's SVC(gamma="scale").
+        fitted_rows = len(X) - -(-len(X) // folds)  # the rows each CV fit sees
+        nystroem = Nystroem(
+            gamma=1.0 / (X.shape[1] * max(float(X.var()), 1e-12)),
+            n_components=max(1, min(KERNEL_COMPONENTS, fitted_rows)),
+            random_state=self.random_state,
+        )
+        return [("map", nystroem), ("clf", self._classifier())]
+
+    def _classifier(self) -> Any:
+        if self.kind == "linear":
+            return LogisticRegression(
+                max_iter=self.max_iter, tol=self.tol, random_state=self.random_state
+            )
+        if self.kind in ("svm", "kernel"):
+            # Dual coordinate descent: measured 3-20x faster than the primal solver on
+            # standardised CNN codes (1280-d); never more than a second slower on narrow layers.
+            # Seeded: liblinear shuffles its coordinates, unseeded it differs run to run.
+            return SoftmaxLinearSVC(
+                max_iter=self.max_iter, tol=self.tol, dual=True, random_state=self.random_state
+            )
+        raise ValueError(f"kind must be one of {', '.join(KIND_NAMES)}, got {self.kind!r}")
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearClassifier:
+        """Choose C by CV, refit on all of ``X``. Solver convergence warnings are silenced:
+        the CV score already tells whether a C value works."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return self._fit(X, y)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> LinearClassifier:
+        X = np.asarray(X, dtype=np.float32)
+        y = np.asarray(y)
+        _, counts = np.unique(y, return_counts=True)
+        if len(counts) < 2:
+            raise ValueError("need at least two classes to fit a classifier")
+        folds = max(2, min(self.cv_folds, int(counts.min())))
+        self.temperature_ = 1.0
+        pipeline = Pipeline(self._steps(X, folds))
+        grid = list(self.c_grid)
+        if int(counts.min()) < 2:  # too few to cross-validate: take the middle of the grid
+            self.cv_scores_: list[dict[str, float]] = []
+            self.best_C_ = float(grid[len(grid) // 2])
+            self.cv_accuracy_ = self.cv_std_ = float("nan")
+            self.model_ = pipeline.set_params(clf__C=self.best_C_).fit(X, y)
+        else:
+            search = GridSearchCV(
+                pipeline,
+                {"clf__C": grid},
+                cv=StratifiedKFold(folds, shuffle=True, random_state=self.random_state),
+                scoring="accuracy",
+                n_jobs=self.n_jobs,
+                refit=True,
+            ).fit(X, y)
+            # Only the scores: GridSearchCV's own results carry fit timings, which would make
+            # the saved head differ from run to run.
+            res = search.cv_results_
+            self.cv_scores_ = [
+                {"C": float(c), "accuracy": float(m), "std": float(s)}
+                for c, m, s in zip(
+                    res["param_clf__C"], res["mean_test_score"], res["std_test_score"], strict=True
+                )
+            ]
+            self.best_C_ = float(search.best_params_["clf__C"])
+            self.cv_accuracy_ = float(search.best_score_)
+            self.cv_std_ = float(res["std_test_score"][search.best_index_])
+            self.model_ = search.best_estimator_
+            if self.calibrate:
+                held_in = cross_val_predict(
+                    clone(self.model_),
+                    X,
+                    y,
+                    cv=search.cv,
+                    method="decision_function",
+                    n_jobs=self.n_jobs,
+                )
+                targets = np.searchsorted(self.model_.classes_, y)
+                self.temperature_ = fit_temperature(as_logits(held_in, self.kind), targets)
+        self.cv_folds_ = folds
+        self.classes_ = self.model_.classes_
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        return self.model_.predict(np.asarray(X, dtype=np.float32))
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """``softmax(logits / temperature_)``: calibrated on held-in training rows."""
+        return softmax(self.logits(X) / getattr(self, "temperature_", 1.0), axis=1)
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        """(N, classes) decision values, before the temperature (see :func:`as_logits`)."""
+        return as_logits(self.decision_function(X), self.kind)
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        return self.model_.decision_function(np.asarray(X, dtype=np.float32))
+
+    def cv_table(self) -> list[dict[str, float]]:
+        """Mean CV accuracy for every C tried (empty when no CV could run)."""
+        check_is_fitted(self, "model_")
+        return list(self.cv_scores_)
