@@ -41,11 +41,16 @@ data/digits: | $(STAMP)
 run: $(STAMP) data/digits
 	transferpilot run
 
-test: $(STAMP)
-	$(BIN)/python -m pytest --durations=20
+# Two pytest processes (pytest-xdist), each test file whole on one of them: its module
+# fixtures are built once. TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
 
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20
+
+# The inner loop: unit and contract tests only (CI runs `make test`, the whole suite).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/unit tests/contract
 
 lint: $(STAMP)
 	ruff check .
