@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -15,6 +17,64 @@ from tests.images import image_folder
 #: What a working copy needs of the project: the pipeline, its code, the flow.
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "prefect.yaml")
 PROJECT_DIRS = ("transferpilot", "flows", "tasks")
+
+
+#: The ``transferpilot`` command of this environment.
+BIN = Path(sys.executable).parent / "transferpilot"
+
+
+def cli_env() -> dict[str, str]:
+    """The environment a user's shell gives the command: offline, this venv on PATH."""
+    out = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "COLUMNS": "120"}
+    out["PATH"] = f"{BIN.parent}{os.pathsep}{out['PATH']}"
+    return out
+
+
+def tp(*args: str, cwd: Path, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess[str]:
+    """``transferpilot ARGS`` in ``cwd``, as a user types it; the result, whatever its code."""
+    return subprocess.run(
+        [str(BIN), *args], cwd=cwd, env=cli_env(), capture_output=True, text=True,
+        timeout=timeout, **kwargs,
+    )  # fmt: skip
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    """``transferpilot ARGS`` started in a process group of its own (for :func:`kill_when`)."""
+    return subprocess.Popen(
+        [str(BIN), *args], cwd=cwd, env=cli_env(), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    """SIGKILL the process group as soon as ``ready()`` is true (fail if it ends first)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"finished before the kill: {proc.stdout.read()}"
+        assert time.monotonic() < deadline, "the kill point never came"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def loose_project(
+    tmp_path: Path, classes: dict[str, int], model: Path | None = None, **sections
+) -> Path:
+    """A folder with images, a tiny model and params for it (no git, no DVC)."""
+    root = tmp_path / "p"
+    image_folder(root / "images", classes, size=24)
+    model = tiny_model(model or tmp_path / "tiny.safetensors")
+    write_params(
+        root,
+        {
+            "model": model,
+            "prepare": {"source": "images"},
+            "extract": {"workers": 0, "batch_size": 4, "shard_size": 4},
+            "profile": {"measure_throughput": False},
+        }
+        | sections,
+    )
+    return root
 
 
 def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -76,3 +136,24 @@ def write_params(project: Path, sections: dict) -> None:
     for section, values in sections.items():
         params.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(params))
+
+
+def feature_table(root: Path, classes: dict[str, int], arch: str, *, size: int = 40):
+    """A tiny random ``timm:`` network and the feature table of a generated image folder
+    under ``root`` (a fifth of each class for val): ``(backbone,
+    table)``, extracted in this process."""
+    import torch
+
+    from transferpilot.config import ExtractParams, PrepareParams
+    from transferpilot.features import FeatureTable, write_table
+    from transferpilot.intake import prepare_dataset
+    from transferpilot.zoo import create_backbone
+
+    image_folder(root / "images", classes, size=size)
+    torch.manual_seed(0)
+    backbone = create_backbone(arch, pretrained=False)
+    records = prepare_dataset(PrepareParams(source=root / "images", val_fraction=0.2)).records
+    settings = ExtractParams(batch_size=8, workers=0, cache_dir=root / "cache", runtime="torch")
+    (root / "table").mkdir()
+    meta, _ = write_table(backbone, records, root / "table", settings)
+    return backbone, FeatureTable(records, meta, root / "table")

@@ -10,15 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.images import image_folder
-from transferpilot.config import ExtractParams, PrepareParams, TrainParams
+from tests.projects import feature_table
+from transferpilot.config import TrainParams
 from transferpilot.decide import Decision
 from transferpilot.export import Predictor, export_onnx
-from transferpilot.features import FeatureTable, write_table
-from transferpilot.intake import prepare_dataset
 from transferpilot.layers import PRE_LOGITS
 from transferpilot.strategies import Context, get_strategy, list_strategies
-from transferpilot.zoo import create_backbone
 
 #: One short plan every strategy reads what it needs of (fine-tuning: one epoch).
 TRAIN = TrainParams(
@@ -38,14 +35,7 @@ def tiny_table(tmp_path_factory: pytest.TempPathFactory):
     """A tiny random network and the feature table of 24 tiny images whose classes are
     named after ImageNet classes (so the pretrained head applies too)."""
     root = tmp_path_factory.mktemp("strategies")
-    image_folder(root / "images", {"tench": 12, "goldfish": 12}, size=40)
-    torch.manual_seed(0)
-    backbone = create_backbone("timm:test_efficientnet", pretrained=False)
-    records = prepare_dataset(PrepareParams(source=root / "images", val_fraction=0.25)).records
-    settings = ExtractParams(batch_size=8, workers=0, cache_dir=root / "cache", runtime="torch")
-    (root / "table").mkdir()
-    meta, _ = write_table(backbone, records, root / "table", settings)
-    return backbone, FeatureTable(records, meta, root / "table")
+    return feature_table(root, {"tench": 12, "goldfish": 12}, "timm:test_efficientnet")
 
 
 def decision_for(name: str) -> Decision:

@@ -12,15 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.images import bad_corpus, image_folder, solid
-
-BIN = Path(sys.executable).parent / "transferpilot"
-
-
-def tp(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}
-    return subprocess.run(
-        [str(BIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+from tests.projects import tp
 
 
 def test_bad_params_exit_2_with_the_key_and_no_traceback(tmp_path: Path) -> None:

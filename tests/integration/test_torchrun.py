@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.projects import write_params
-from tests.reliability.test_faults import project, start, tp
+from tests.projects import loose_project as project
+from tests.projects import start, tp, write_params
 
 pytestmark = pytest.mark.slow
 

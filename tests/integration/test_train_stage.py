@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.images import image_folder
-from tests.integration.test_cli import tp
+from tests.projects import tp
 
 pytestmark = pytest.mark.slow
 

@@ -6,27 +6,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.images import bad_corpus, image_folder
-from tests.projects import tiny_model, write_params
+from tests.projects import tiny_model, tp, write_params
 
 pytestmark = pytest.mark.slow
 
-BIN = Path(sys.executable).parent / "transferpilot"
 STAGES = ("prepare", "extract", "profile", "decide", "train", "evaluate")
-
-
-def tp(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "120"}
-    return subprocess.run(
-        [str(BIN), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
 
 
 def setup(root: Path, source: str, tmp: Path) -> None:

@@ -10,66 +10,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.images import image_folder
-from tests.projects import run, tiny_model, working_copy, write_params
+from tests.projects import cli_env as env
+from tests.projects import kill_when, run, start, tiny_model, tp, working_copy, write_params
+from tests.projects import loose_project as project
 
 pytestmark = pytest.mark.slow
-
-BIN = Path(sys.executable).parent / "transferpilot"
-
-
-def env() -> dict[str, str]:
-    out = {**os.environ, "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1"}
-    out["PATH"] = f"{BIN.parent}{os.pathsep}{out['PATH']}"
-    return out
-
-
-def tp(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN), *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=600, **kwargs
-    )
-
-
-def start(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN), *args], cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )  # fmt: skip
-
-
-def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
-    """SIGKILL the process group as soon as ``ready()`` is true (fail if it ends first)."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, f"finished before the kill: {proc.stdout.read()}"
-        assert time.monotonic() < deadline, "the kill point never came"
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def project(tmp_path: Path, classes: dict[str, int], model: Path | None = None, **sections) -> Path:
-    """A folder with images, a tiny model and params for it (no git, no DVC)."""
-    root = tmp_path / "p"
-    image_folder(root / "images", classes, size=24)
-    model = tiny_model(model or tmp_path / "tiny.safetensors")
-    write_params(
-        root,
-        {
-            "model": model,
-            "prepare": {"source": "images"},
-            "extract": {"workers": 0, "batch_size": 4, "shard_size": 4},
-            "profile": {"measure_throughput": False},
-        }
-        | sections,
-    )
-    return root
 
 
 def index_lines(root: Path) -> list[dict]:

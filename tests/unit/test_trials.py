@@ -7,11 +7,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
-from tests.images import image_folder
-from tests.unit.test_decide import make_profile
-from transferpilot.config import DecideParams, ExtractParams, PrepareParams, TrainParams
+from tests.profiles import make_profile
+from tests.projects import feature_table
+from transferpilot.config import DecideParams, TrainParams
 from transferpilot.decide import Decision, choose_strategy, finetune_plans, trial_plans
 from transferpilot.profile import LayerProbe
 from transferpilot.trials import Plan, Trial, TrialReport, first_rung, promising, rung_images
@@ -148,19 +147,9 @@ def test_the_schedule_arithmetic() -> None:
 @pytest.fixture(scope="module")
 def tiny_table(tmp_path_factory: pytest.TempPathFactory):
     """A tiny network (random weights) and the feature table of 40 tiny images."""
-    from transferpilot.features import FeatureTable, write_table
-    from transferpilot.intake import prepare_dataset
-    from transferpilot.zoo import create_backbone
-
-    root = tmp_path_factory.mktemp("trials")
-    image_folder(root / "images", {"red": 20, "blue": 20}, size=40)
-    torch.manual_seed(0)
-    backbone = create_backbone("timm:test_resnet", pretrained=False)
-    records = prepare_dataset(PrepareParams(source=root / "images", val_fraction=0.2)).records
-    settings = ExtractParams(batch_size=8, workers=0, cache_dir=root / "cache", runtime="torch")
-    (root / "table").mkdir()
-    meta, _ = write_table(backbone, records, root / "table", settings)
-    return backbone, FeatureTable(records, meta, root / "table")
+    return feature_table(
+        tmp_path_factory.mktemp("trials"), {"red": 20, "blue": 20}, "timm:test_resnet"
+    )
 
 
 SETTINGS = TrainParams(batch_size=8, lr=3e-3, label_smoothing=0.0, workers=0, seed=1)
