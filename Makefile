@@ -17,7 +17,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 help:
 	@echo "make run    - install if needed, then run the pipeline on the embedded default data"
-	@echo "make test   - install if needed, then run the test suite"
+	@echo "make test   - install if needed, then run the whole test suite (two workers)"
+	@echo "make test-fast - unit and contract tests only (about a minute)"
 	@echo "make lint   - ruff check and format check"
 	@echo "make bench  - every benchmark (about 90 min on 2 cores; needs ../shared/datasets)"
 	@echo "make bench-quick - CI-sized benchmarks (a few minutes)"
