@@ -139,9 +139,8 @@ def write_params(project: Path, sections: dict) -> None:
 
 
 def feature_table(root: Path, classes: dict[str, int], arch: str, *, size: int = 40):
-    """A tiny random ``timm:`` network and the feature table of a generated image folder
-    under ``root`` (a fifth of each class for val): ``(backbone,
-    table)``, extracted in this process."""
+    """``(backbone, table)``: a tiny random ``timm:`` network and the feature table of a
+    generated image folder under ``root`` (a fifth of each class for val), in this process."""
     import torch
 
     from transferpilot.config import ExtractParams, PrepareParams
