@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from transferpilot.config import EvaluateParams, ModelParams
-from transferpilot.decide import load_decision
+from transferpilot.decide import Decision, load_decision
 from transferpilot.device import resolve_device
 from transferpilot.errors import DataError
 from transferpilot.evaluate import (
@@ -57,11 +57,11 @@ def _probabilities(
     model: ModelParams,
     params: EvaluateParams,
     paths: Paths,
+    decision: Decision,
     table: FeatureTable,
     rows: dict[str, np.ndarray],
 ) -> tuple[list[str], dict[str, np.ndarray]]:
     """(classes, {split: (n, classes) probabilities}) from what the train stage saved."""
-    decision = load_decision(paths.decision_json.path)
     backbone = create_backbone(model.name, arch=model.arch)
     strategy = get_strategy(decision.strategy).load(
         paths.models, backbone, decision, Context(device=resolve_device(params.device))
@@ -97,7 +97,8 @@ def _confusion_csv(labels: list[str], predicted: list[str]) -> str:
 @register_stage("evaluate", sections=("model", "evaluate"))
 def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, Any]:
     model = chosen_model(model, paths)
-    strategy = get_strategy(load_decision(paths.decision_json.path).strategy)
+    decision = load_decision(paths.decision_json.path)
+    strategy = get_strategy(decision.strategy)
     table = FeatureTable.open(paths.features, paths.manifest)
     records = table.records
     rows = {
@@ -107,7 +108,7 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
     rows = {s: r for s, r in rows.items() if len(r)}
     if not rows:
         raise DataError("nothing to evaluate: the prepared data has no val or test images")
-    classes, proba = _probabilities(model, params, paths, table, rows)
+    classes, proba = _probabilities(model, params, paths, decision, table, rows)
     headline = "test" if "test" in rows else "val"
     metrics: dict[str, Any] = {}
     per_class: dict[str, Any] = {}
