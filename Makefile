@@ -11,15 +11,17 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export DO_NOT_TRACK := 1
+export NO_MKDOCS_2_WARNING := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install run test test-fast lint format clean bench bench-quick
+.PHONY: help install run test test-fast lint format docs clean bench bench-quick
 
 help:
 	@echo "make run    - install if needed, then run the pipeline on the embedded default data"
 	@echo "make test   - install if needed, then run the whole test suite (two workers)"
 	@echo "make test-fast - unit and contract tests only (about a minute)"
 	@echo "make lint   - ruff check and format check"
+	@echo "make docs   - serve the documentation site on http://127.0.0.1:8000"
 	@echo "make bench  - every benchmark (about 90 min on 2 cores; needs ../shared/datasets)"
 	@echo "make bench-quick - CI-sized benchmarks (a few minutes)"
 
@@ -61,11 +63,15 @@ lint: $(STAMP)
 	ruff check .
 	ruff format --check .
 
+# The documentation site (MkDocs, docs/ and mkdocs.yml); `make test` builds it with --strict.
+docs: $(STAMP)
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
 format: $(STAMP)
 	ruff format .
 	ruff check --fix .
 
-# Benchmarks print tables and write benchmarks/results/*.{json,md}; the README's
+# Benchmarks print tables and write benchmarks/results/*.{json,md}; the docs
 # performance section shows those tables. The decision benchmark trains every candidate
 # decide weighs on the six shared sets, fine-tuning plans of 3 epochs (about an hour here).
 bench: $(STAMP)
@@ -87,4 +93,4 @@ bench-quick: $(STAMP)
 clean:
 	rm -rf data/prepared data/features data/profile data/decision data/digits models/train \
 		models/checkpoints reports/evaluation reports/report.md reports/report.html \
-		.pytest_cache .ruff_cache
+		.pytest_cache .ruff_cache site

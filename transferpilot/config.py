@@ -97,9 +97,13 @@ class PrepareParams(Section):
         description="an ImageFolder (train/ val/ [test/] or one root of class folders) "
         "or a CSV manifest (path,label[,split])",
     )
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    test_fraction: float = Field(0.0, ge=0.0, lt=1.0)
-    seed: int = 0
+    val_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="share of each class put in val, where no split is given"
+    )
+    test_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="share of each class put in test, where no split is given"
+    )
+    seed: int = Field(0, description="the random val/test split of unsplit images")
     max_pixels: int = Field(89_478_485, gt=0, description="larger images are rejected")
     cross_split_duplicates: Literal["drop", "keep"] = Field(
         "drop", description="drop: an image also in train is removed from val/test"
@@ -123,14 +127,16 @@ class ExtractParams(Section):
     device: Device = Field(
         "auto", description="auto (CUDA, then MPS, then CPU) | cpu | cuda[:N] | mps"
     )
-    batch_size: int = Field(32, ge=1, le=4096)
+    batch_size: int = Field(32, ge=1, le=4096, description="images per forward pass")
     workers: int = Field(-1, ge=-1, description=WORKERS_HELP)
     pool_grid: int = Field(
         1, ge=1, le=4, description="1 = global average; 2 = 2x2 average grid for every layer map"
     )
     shard_size: int = Field(512, ge=1, description="images per cache shard")
     amp: bool = Field(True, description="mixed precision on CUDA (bf16 where supported)")
-    channels_last: bool = True
+    channels_last: bool = Field(
+        True, description="channels-last memory format (faster for Lite0, CPU too)"
+    )
     runtime: Literal["auto", "torch", "onnxruntime"] = Field(
         "auto", description="auto: ONNX Runtime on the CPU, PyTorch on CUDA/MPS"
     )
@@ -144,12 +150,12 @@ class ProfileParams(Section):
         "svm", description="the classifier probed on every layer (the other on the best ones)"
     )
     probe_c_grid: tuple[Annotated[float, Field(gt=0)], ...] = Field(
-        (0.001, 0.01, 0.1), min_length=1
+        (0.001, 0.01, 0.1), min_length=1, description="C values of the layer probes"
     )
     kernel_c_grid: tuple[Annotated[float, Field(gt=0)], ...] = Field(
         (1.0, 10.0, 100.0), min_length=1, description="the no-transfer baseline's C values"
     )
-    probe_folds: int = Field(3, ge=2, le=10)
+    probe_folds: int = Field(3, ge=2, le=10, description="cross-validation folds of each probe")
     probe_max_images: int = Field(2000, ge=20, description="training images probed, at most")
     # The probes rank layers, they do not ship: a loose tolerance and few iterations.
     # Measured on the embedded digits (1,438 rows): the 1,000-d `logits` probe took 60 s
@@ -174,12 +180,16 @@ class ProfileParams(Section):
 class DecideParams(Section):
     """The rules that turn the profile into a strategy (and the manual override)."""
 
-    strategy: Literal["auto", "linear", "svm", "finetune", "baseline", "pretrained"] = "auto"
+    strategy: Literal["auto", "linear", "svm", "finetune", "baseline", "pretrained"] = Field(
+        "auto", description="auto = decided from the profile; any other value overrides it"
+    )
     layer: str | None = Field(None, description="override the layer of linear/svm")
     large_images_per_class: int = Field(
         200, ge=1, description="median training images per class from which a dataset is large"
     )
-    similarity_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    similarity_threshold: float = Field(
+        0.5, gt=0.0, lt=1.0, description="similarity to ImageNet from which a dataset is similar"
+    )
     budget_minutes: float | None = Field(
         60.0, gt=0, description="time you will spend on training; null = no limit"
     )
@@ -242,13 +252,17 @@ class TrainParams(Section):
         description="linear/svm/baseline: stratified folds to choose C",
         json_schema_extra=HEADS,
     )
-    max_iter: int = Field(2000, ge=10, json_schema_extra=HEADS)
-    seed: int = 0
+    max_iter: int = Field(
+        2000, ge=10, description="solver iterations per fit", json_schema_extra=HEADS
+    )
+    seed: int = Field(0, description="the CV folds and fine-tuning's random state")
     # fine-tuning
     epochs: int | None = Field(
         None, ge=1, description="finetune: null = the decision's", json_schema_extra=FINETUNE
     )
-    batch_size: int = Field(32, ge=1, le=4096, json_schema_extra=FINETUNE)
+    batch_size: int = Field(
+        32, ge=1, le=4096, description="images per step", json_schema_extra=FINETUNE
+    )
     lr: float = Field(
         1e-3,
         gt=0,
@@ -262,9 +276,15 @@ class TrainParams(Section):
         description="pretrained layers' rate / the head's; null = the decision's",
         json_schema_extra=FINETUNE,
     )
-    weight_decay: float = Field(0.01, ge=0, json_schema_extra=FINETUNE)
-    warmup_epochs: float = Field(1.0, ge=0, json_schema_extra=FINETUNE)
-    label_smoothing: float = Field(0.1, ge=0, lt=1, json_schema_extra=FINETUNE)
+    weight_decay: float = Field(
+        0.01, ge=0, description="AdamW weight decay", json_schema_extra=FINETUNE
+    )
+    warmup_epochs: float = Field(
+        1.0, ge=0, description="linear warm-up before the cosine decay", json_schema_extra=FINETUNE
+    )
+    label_smoothing: float = Field(
+        0.1, ge=0, lt=1, description="of the cross-entropy loss", json_schema_extra=FINETUNE
+    )
     patience: int = Field(
         3,
         ge=1,
@@ -285,7 +305,9 @@ class TrainParams(Section):
     crop_scale: tuple[float, float] = Field(
         (0.35, 1.0), description="random resized crop area", json_schema_extra=FINETUNE
     )
-    hflip: float = Field(0.5, ge=0, le=1, json_schema_extra=FINETUNE)
+    hflip: float = Field(
+        0.5, ge=0, le=1, description="probability of a horizontal flip", json_schema_extra=FINETUNE
+    )
     head_epochs: int = Field(
         0,
         ge=0,
@@ -305,14 +327,20 @@ class TrainParams(Section):
         description="trained layers' BatchNorms use batch statistics (default: ImageNet's)",
         json_schema_extra=FINETUNE,
     )
-    device: Device = Field("auto", json_schema_extra=FINETUNE)
+    device: Device = Field(
+        "auto",
+        description="auto (CUDA, then MPS, then CPU) | cpu | cuda[:N] | mps",
+        json_schema_extra=FINETUNE,
+    )
     workers: int = Field(-1, ge=-1, description=WORKERS_HELP, json_schema_extra=FINETUNE)
     amp: bool = Field(
         True,
         description="mixed precision on CUDA (bf16 where supported)",
         json_schema_extra=FINETUNE,
     )
-    channels_last: bool = Field(True, json_schema_extra=FINETUNE)
+    channels_last: bool = Field(
+        True, description="channels-last memory format", json_schema_extra=FINETUNE
+    )
     nproc_per_node: int = Field(
         1,
         ge=1,
@@ -366,7 +394,7 @@ class EvaluateParams(Section):
     check_images: int = Field(
         64, ge=0, description="images the exported predictor is checked on (0 = no check)"
     )
-    device: Device = "auto"
+    device: Device = Field("auto", description="where the fine-tuned network is evaluated")
 
 
 class Params(Section):

@@ -15,7 +15,7 @@ Two views, both from the model alone (no ImageNet images needed):
   mean cosine between each image's CNN code and its nearest class prototype
   (a row of the classifier).
 
-The score (documented in the README)::
+The score (documented in docs/guide/decide.md)::
 
     certainty  = 1 - mean normalised entropy of the ImageNet head   in [0, 1]
     overlap    = exp(-mean per-channel KL) at the last BatchNorm     in [0, 1]
