@@ -46,13 +46,13 @@ from transferpilot.config import DecideParams, Params, TrainParams
 from transferpilot.decide import Decision, best_head, choose_strategy, trial_plans
 from transferpilot.errors import DataError
 from transferpilot.features import FeatureTable, write_table
-from transferpilot.finetune.trials import run_trials
+from transferpilot.finetune.trial_runs import run_trials
 from transferpilot.intake import prepare_dataset
-from transferpilot.layers import PIXELS
+from transferpilot.layer_names import PIXELS
 from transferpilot.profile import Profile
 from transferpilot.profile.build import build_profile
 from transferpilot.strategies import Context, get_strategy
-from transferpilot.trials import TrialReport
+from transferpilot.trial_plans import TrialReport
 from transferpilot.zoo import Backbone, create_backbone
 
 log = logging.getLogger("decision_quality")

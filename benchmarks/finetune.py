@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._common import SHARED, machine, print_table, stamp, write_results
-from transferpilot.assess import assess_folder
 from transferpilot.config import DecideParams, Params
 from transferpilot.decide import choose_strategy
 from transferpilot.features import FeatureTable, write_table
 from transferpilot.intake import prepare_dataset
+from transferpilot.profile_folder import profile_folder
 from transferpilot.strategies import Context, get_strategy
 from transferpilot.zoo import PRE_LOGITS, create_backbone
 
@@ -42,7 +42,7 @@ def run(name: str, input_size: int | None, epochs: int | None, probe: bool) -> d
     folder = SHARED / name
     params = Params()
     backbone = create_backbone(params.model.name)
-    assessment = assess_folder(folder, params, sample=1000)
+    assessment = profile_folder(folder, params, sample=1000)
     train_params = params.train.model_copy(update={"input_size": input_size, "epochs": epochs})
     decision = choose_strategy(assessment.profile, DecideParams(strategy="finetune"), train_params)
     intake = prepare_dataset(params.prepare.model_copy(update={"source": folder}))

@@ -34,7 +34,7 @@ from transferpilot.config import Params, ProfileParams
 from transferpilot.features._extract import ForwardOutputs, export_forward
 from transferpilot.images import open_rgb
 from transferpilot.intake import prepare_dataset
-from transferpilot.layers import PRE_LOGITS
+from transferpilot.layer_names import PRE_LOGITS
 from transferpilot.profile import stratified_sample
 from transferpilot.profile.build import probe_layers
 from transferpilot.zoo import create_backbone

@@ -30,7 +30,7 @@ from tasks import (
     save_experiment,
     stage_task,
 )
-from transferpilot import orchestrate as tp
+from transferpilot import orchestrate
 from transferpilot.errors import ConfigError
 
 Strategy = Literal["auto", "linear", "svm", "finetune", "baseline"]
@@ -43,14 +43,16 @@ def _name() -> str:
 
     given = flow_run.parameters or {}
     project = Path(given.get("project") or ".").resolve()
-    return tp.run_name(tp.dataset_name(project, given.get("data")), str(flow_run.id or ""))
+    return orchestrate.run_name(
+        orchestrate.dataset_name(project, given.get("data")), str(flow_run.id or "")
+    )
 
 
 @flow(
     name="transferpilot",
     validate_parameters=True,
     flow_run_name=_name,
-    version=tp.code_version(PROJECT),  # the commit, not a hash of this file
+    version=orchestrate.code_version(PROJECT),  # the commit, not a hash of this file
 )
 def pipeline(
     project: Path = Path("."),
@@ -85,10 +87,10 @@ def pipeline(
     project = Path(project).resolve()
     if not (project / "dvc.yaml").is_file():
         raise ConfigError(f"{project}: no dvc.yaml here; run from the transferpilot project folder")
-    requested = tp.requested_overrides(project, data, model, strategy, params, overrides)
-    dask = tp.parse_cluster(cluster)
-    label_run(tp.dataset_name(project, data))  # tagged from the start, failed runs too
-    saved_params = tp.snapshot_params(project)
+    requested = orchestrate.requested_overrides(project, data, model, strategy, params, overrides)
+    dask = orchestrate.parse_cluster(cluster)
+    label_run(orchestrate.dataset_name(project, data))  # tagged from the start, failed runs too
+    saved_params = orchestrate.snapshot_params(project)
     apply_params(project, requested)
     try:
         return _run_stages(
@@ -101,7 +103,7 @@ def pipeline(
             retry_delay_seconds,
         )
     finally:
-        if tp.restore_params(project, saved_params):
+        if orchestrate.restore_params(project, saved_params):
             logger.info(
                 "params.yaml restored: this run's overrides are kept in its DVC experiment only"
                 " (`dvc exp apply <name>` makes them the workspace's)"
@@ -112,7 +114,7 @@ def _run_stages(
     project: Path,
     requested: list[str],
     experiment: str | None,
-    cluster: tp.Cluster | None,
+    cluster: orchestrate.Cluster | None,
     stage_timeout_minutes: float,
     retries: int,
     retry_delay_seconds: float,
@@ -120,11 +122,11 @@ def _run_stages(
     logger = get_run_logger()
     runs: dict[str, Any] = {}
     futures: dict[str, Any] = {}
-    stale = tp.stale_stages(project)
-    for stage, upstream in tp.stage_order(project):
+    stale = orchestrate.stale_stages(project)
+    for stage, upstream in orchestrate.stage_order(project):
         task = stage_task(stage, retries=retries, retry_delay_s=retry_delay_seconds)
         # up to date: not stale, and nothing upstream ran (else DVC decides)
-        ran_upstream = any(runs.get(u, {}).get("status") in tp.CHANGED for u in upstream)
+        ran_upstream = any(runs.get(u, {}).get("status") in orchestrate.CHANGED for u in upstream)
         current = stage not in stale and not ran_upstream
         if stage == "extract" and cluster and not current:
             # fill the feature cache on the cluster; the DVC stage then only assembles
@@ -139,14 +141,14 @@ def _run_stages(
         )
         try:
             runs[stage] = futures[stage].result()  # stages share DVC's lock: one at a time
-        except tp.StageFailed:
+        except orchestrate.StageFailed:
             if stage == "prepare":  # say which files were unusable, and why
                 publish_validation(project)
             raise
     saved = save_experiment(project, experiment) if requested or experiment else None
     result = publish(project)
-    label_run(tp.dataset_name(project), result["decision"], saved)
-    ran = [s for s, r in runs.items() if r["status"] in tp.CHANGED]
+    label_run(orchestrate.dataset_name(project), result["decision"], saved)
+    ran = [s for s, r in runs.items() if r["status"] in orchestrate.CHANGED]
     logger.info("stages run: %s; up to date: %d", ", ".join(ran) or "none", len(runs) - len(ran))
     logger.info("%s — report: %s", result["headline"], result["report"])
     return {"stages": runs, "experiment": saved, **result}
@@ -159,7 +161,7 @@ def extract_on_cluster(project: Path, cluster: str) -> dict[str, Any]:
     from transferpilot.stages.extract import plan_shards
 
     logger = get_run_logger()
-    spec = tp.parse_cluster(cluster)
+    spec = orchestrate.parse_cluster(cluster)
     model, shards = plan_shards(project, spec.shards)
     if not shards:
         logger.info("every image is in the feature cache: nothing for the cluster to do")
@@ -183,5 +185,5 @@ def extract_on_cluster(project: Path, cluster: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    tp.offline_environment()
+    orchestrate.offline_environment()
     pipeline()

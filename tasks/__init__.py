@@ -18,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from transferpilot import orchestrate as pipeline
+from transferpilot import orchestrate
 
 #: Default retries of a stage task, and the wait between tries.
 STAGE_RETRIES = 2
@@ -28,7 +28,7 @@ RETRY_DELAY_S = 10.0
 def _worth_retrying(task: Task, task_run: Any, state: Any) -> bool:
     """Retry unexpected failures and timeouts; not bad configuration, data or model."""
     error = state.result(raise_on_failure=False)
-    return not (isinstance(error, pipeline.StageFailed) and error.permanent)
+    return not (isinstance(error, orchestrate.StageFailed) and error.permanent)
 
 
 @task(
@@ -44,13 +44,13 @@ def _run_stage(
     logger = get_run_logger()
     if up_to_date:  # the flow's `dvc status` found nothing to do: no `dvc repro` process
         logger.info("stage %s is up to date (dvc status)", stage)
-        return _finished(pipeline.StageRun(stage, "skipped", 0.0))
+        return _finished(orchestrate.StageRun(stage, "skipped", 0.0))
 
     def log_line(line: str) -> None:
-        level, text = pipeline.line_level(line)
+        level, text = orchestrate.line_level(line)
         logger.log(level, "%s", text)
 
-    result = pipeline.repro_stage(project, stage, timeout_s=timeout_s, on_line=log_line)
+    result = orchestrate.repro_stage(project, stage, timeout_s=timeout_s, on_line=log_line)
     logger.info("stage %s %s in %.1f s", stage, result.status, result.seconds)
     return _finished(result)
 
@@ -106,7 +106,7 @@ def extract_shard(
 @task(name="params", task_run_name="params", cache_policy=NO_CACHE)
 def apply_params(project: Path, overrides: list[str]) -> dict[str, Any]:
     """Validate the overrides and write them into params.yaml (as ``dvc exp run -S``)."""
-    params = pipeline.apply_overrides(project, overrides)
+    params = orchestrate.apply_overrides(project, overrides)
     if overrides:
         get_run_logger().info("params.yaml overrides: %s", " ".join(overrides))
     return params.model_dump(mode="json")
@@ -115,7 +115,7 @@ def apply_params(project: Path, overrides: list[str]) -> dict[str, Any]:
 @task(name="experiment", task_run_name="experiment", cache_policy=NO_CACHE)
 def save_experiment(project: Path, name: str | None) -> str | None:
     """Record the run as a DVC experiment (``dvc exp show`` lists it)."""
-    saved = pipeline.save_experiment(project, name)
+    saved = orchestrate.save_experiment(project, name)
     get_run_logger().info("DVC experiment: %s", saved)
     return saved
 
@@ -123,7 +123,7 @@ def save_experiment(project: Path, name: str | None) -> str | None:
 @task(name="publish", task_run_name="publish", cache_policy=NO_CACHE)
 def publish(project: Path) -> dict[str, Any]:
     """Artifacts: the profile and decision (markdown), the metrics (table), the report."""
-    result = pipeline.outcome(project)
+    result = orchestrate.outcome(project)
     headline = result.headline()
     decided = f"{result.decision['strategy']} on {result.decision['layer']}"
     create_markdown_artifact(
@@ -189,7 +189,7 @@ def label_run(
             current = client.read_flow_run(run_id)
             client.update_flow_run(
                 run_id,
-                name=pipeline.run_name(dataset, str(run_id), decision),
+                name=orchestrate.run_name(dataset, str(run_id), decision),
                 tags=sorted({*(current.tags or []), *tags}),
             )
     except Exception as err:  # the API unreachable: the run itself succeeded

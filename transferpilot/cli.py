@@ -11,7 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
+from transferpilot import orchestrate
 from transferpilot.errors import IO_EXIT_CODE, ConfigError, ModelError, TransferpilotError
+from transferpilot.orchestrate import offline_environment, parse_cluster
 
 app = typer.Typer(
     name="transferpilot",
@@ -154,14 +156,14 @@ def profile(
     with the same images, settings and code, the result kept in profile.cache_dir is
     reused.
     """
-    from transferpilot.assess import assess_folder
     from transferpilot.config import Params, load_params
+    from transferpilot.profile_folder import profile_folder
 
     params = load_params(params_file) if params_file.exists() else Params()
     params = params.model_copy(
         update={"model": params.model.model_copy(update={"name": model, "arch": arch})}
     )
-    summary = assess_folder(data, params, sample=sample, remeasure=remeasure).summary()
+    summary = profile_folder(data, params, sample=sample, remeasure=remeasure).summary()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
@@ -284,7 +286,6 @@ def _flow_parameters(
     cluster: str | None = None,
 ) -> dict:
     """The flow's parameters, from the options actually given (the cluster checked)."""
-    from transferpilot.orchestrate import parse_cluster
 
     parse_cluster(cluster)
     given = {
@@ -317,7 +318,6 @@ def run(
 ) -> None:
     """Run the whole pipeline as the Prefect flow (each DVC stage a task), then print the
     headline metrics and the report's path."""
-    from transferpilot import orchestrate
 
     params = _flow_parameters(data, model, strategy, set_param, cluster)
     if not Path("dvc.yaml").is_file():
@@ -365,7 +365,6 @@ def serve(
 ) -> None:
     """Serve the flow with a cron schedule: runs appear in the Prefect UI (set
     PREFECT_API_URL to your `prefect server start`). Stops with Ctrl-C."""
-    from transferpilot import orchestrate
 
     params = _flow_parameters(data, model, strategy, set_param, cluster)
     orchestrate.check_run(
@@ -425,7 +424,6 @@ def digits(
 
 def main() -> None:
     """Console entry point: user errors become a message and an exit code, no traceback."""
-    from transferpilot.orchestrate import offline_environment
 
     offline_environment()
     try:

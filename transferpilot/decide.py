@@ -26,7 +26,7 @@ baseline (softmax regression and an RBF-kernel SVM on the raw pixels, strategy
 name ImageNet classes (strategy ``pretrained``, scored on every training image) —
 and the rule's pick is kept unless another candidate beats it
 by more than one standard error of its CV accuracy. Fine-tuning is scored by
-short trials on held-in training rows (:mod:`transferpilot.trials`, within the
+short trials on held-in training rows (:mod:`transferpilot.trial_plans`, within the
 budget): on a small dataset, a trial that beats the head's pick by more than its
 standard error earns fine-tuning its full run; on a large one the trials choose
 the resolution (a truncated run underestimates the full one, so a lost trial
@@ -50,7 +50,7 @@ from transferpilot._registry import JsonData
 from transferpilot.config import DecideParams, TrainParams
 from transferpilot.errors import ConfigError
 from transferpilot.io import read_json
-from transferpilot.layers import (
+from transferpilot.layer_names import (
     JOIN,
     LOGITS,
     PIXELS,
@@ -62,7 +62,7 @@ from transferpilot.layers import (
 )
 from transferpilot.profile import LayerProbe, Profile, training_size
 from transferpilot.profile._probes import LINEAR_KINDS
-from transferpilot.trials import HELD_IN, TRIAL_SHARE, Plan, Trial, TrialReport, first_rung
+from transferpilot.trial_plans import HELD_IN, TRIAL_SHARE, Plan, Trial, TrialReport, first_rung
 
 
 @dataclass(frozen=True)
@@ -273,7 +273,7 @@ def trial_plans(
 ) -> tuple[list[Plan], float, str]:
     """``(plans, budget_s, why_not)``: the fine-tuning plans to trial and the trial budget
     (``decide.trial_minutes``, at most a third of the cheapest plan's full run, within
-    ``decide.budget_minutes``), or no plans and why (see :mod:`transferpilot.trials`)."""
+    ``decide.budget_minutes``), or no plans and why (see :mod:`transferpilot.trial_plans`)."""
     if rules.strategy != "auto" or rules.layer:
         return [], 0.0, "not trialled: the strategy is set by hand"
     if not rules.trial_minutes:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from transferpilot.features import pixel_codes, pool
-from transferpilot.layers import PIXELS, parts
+from transferpilot.layer_names import PIXELS, parts
 from transferpilot.margins import binary_half
 from transferpilot.zoo import LOGITS, DataConfig
 

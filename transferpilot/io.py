@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from transferpilot.errors import DataError
+
 _CHUNK = 1 << 20
 
 
@@ -89,7 +91,6 @@ def fresh_dir(path: Path) -> Iterator[Path]:
 
 def read_json(path: Path, *, produced_by: str) -> Any:
     """An earlier stage's JSON output, or a clear error naming the stage to run first."""
-    from transferpilot.errors import DataError
 
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ from tests.projects import feature_table
 from transferpilot.config import TrainParams
 from transferpilot.decide import Decision
 from transferpilot.export import Predictor, export_onnx
-from transferpilot.layers import PRE_LOGITS
+from transferpilot.layer_names import PRE_LOGITS
 from transferpilot.strategies import Context, get_strategy, list_strategies
 
 #: One short plan every strategy reads what it needs of (fine-tuning: one epoch).

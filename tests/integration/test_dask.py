@@ -125,7 +125,8 @@ def test_a_running_scheduler_takes_the_shards(
     tmp_path: Path, project_root: Path, prefect_harness: None
 ) -> None:
     """``--cluster tcp://…``: a `dask scheduler` and a `dask worker` started by hand on
-    127.0.0.1, the worker in the project folder with the run's PREFECT_API_URL (docs/scaling-out.md)."""
+    127.0.0.1, the worker in the project folder with the run's PREFECT_API_URL
+    (docs/scaling-out.md)."""
     from flows.pipeline import extract_on_cluster
     from tests.projects import run, tiny_model
     from transferpilot.orchestrate import OFFLINE, current_api_url

@@ -106,16 +106,16 @@ def test_an_override_lives_for_its_run_only_as_a_dvc_experiment(
     first_run, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.pipeline import pipeline
-    from transferpilot import orchestrate as library
+    from transferpilot import orchestrate as orchestrate
 
     started: list[str] = []
-    real = library.repro_stage
+    real = orchestrate.repro_stage
 
     def spy(project_dir: Path, stage: str, **kwargs: Any):
         started.append(stage)
         return real(project_dir, stage, **kwargs)
 
-    monkeypatch.setattr(library, "repro_stage", spy)
+    monkeypatch.setattr(orchestrate, "repro_stage", spy)
 
     committed = (project / "params.yaml").read_text()
     committed_params = yaml.safe_load(committed)
@@ -172,20 +172,20 @@ def test_a_transient_failure_is_retried_and_a_permanent_one_is_not(
     first_run, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flows.pipeline import pipeline
-    from transferpilot import orchestrate as library
+    from transferpilot import orchestrate as orchestrate
 
-    real = library.repro_stage
+    real = orchestrate.repro_stage
     calls: list[str] = []
     # as if everything had changed: every stage goes through (patched) `dvc repro`
-    monkeypatch.setattr(library, "stale_stages", lambda project_dir: set(STAGES))
+    monkeypatch.setattr(orchestrate, "stale_stages", lambda project_dir: set(STAGES))
 
     def flaky(project_dir: Path, stage: str, **kwargs: Any):
         calls.append(stage)
         if stage == "decide" and calls.count("decide") == 1:
-            raise library.StageFailed(stage, 1, "simulated crash")
+            raise orchestrate.StageFailed(stage, 1, "simulated crash")
         return real(project_dir, stage, **kwargs)
 
-    monkeypatch.setattr(library, "repro_stage", flaky)
+    monkeypatch.setattr(orchestrate, "repro_stage", flaky)
     result = pipeline(project=project, retry_delay_seconds=0)
     assert calls.count("decide") == 2 and calls.count("evaluate") == 1
     assert list(result["stages"]) == STAGES
@@ -195,29 +195,29 @@ def test_a_transient_failure_is_retried_and_a_permanent_one_is_not(
     def bad_data(project_dir: Path, stage: str, **kwargs: Any):
         calls.append(stage)
         if stage == "extract":
-            raise library.StageFailed(stage, 3, "no usable images")
+            raise orchestrate.StageFailed(stage, 3, "no usable images")
         return real(project_dir, stage, **kwargs)
 
-    monkeypatch.setattr(library, "repro_stage", bad_data)
-    with pytest.raises(library.StageFailed) as failed:
+    monkeypatch.setattr(orchestrate, "repro_stage", bad_data)
+    with pytest.raises(orchestrate.StageFailed) as failed:
         pipeline(project=project, retry_delay_seconds=0)
     assert failed.value.exit_code == 3
     assert calls == ["prepare", "extract"]  # not retried, nothing after it ran
 
 
 def test_a_failed_stage_says_why_first_and_logs_at_the_right_level() -> None:
-    from transferpilot import orchestrate as library
+    from transferpilot import orchestrate as orchestrate
 
     tail = "INFO prepare: reading\nerror: images: no usable images; see validation.txt\n" + (
         "ERROR: failed to reproduce 'prepare': exited with 3"
     )
-    failed = library.StageFailed("prepare", 3, tail)
+    failed = orchestrate.StageFailed("prepare", 3, tail)
     assert str(failed).startswith("stage prepare failed: images: no usable images")
-    assert library.line_level("INFO prepare: reading") == (20, "prepare: reading")
-    assert library.line_level("WARNING low memory")[0] == 30
-    assert library.line_level("ERROR: failed to reproduce 'prepare'")[0] == 40
-    assert library.line_level("error: images: no usable images")[0] == 40
-    assert library.line_level("Running stage 'prepare':") == (20, "Running stage 'prepare':")
+    assert orchestrate.line_level("INFO prepare: reading") == (20, "prepare: reading")
+    assert orchestrate.line_level("WARNING low memory")[0] == 30
+    assert orchestrate.line_level("ERROR: failed to reproduce 'prepare'")[0] == 40
+    assert orchestrate.line_level("error: images: no usable images")[0] == 40
+    assert orchestrate.line_level("Running stage 'prepare':") == (20, "Running stage 'prepare':")
 
 
 def test_a_failed_prepare_publishes_its_validation_report(

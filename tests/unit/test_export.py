@@ -14,7 +14,7 @@ from transferpilot.errors import ModelError
 from transferpilot.export import Predictor, export_onnx
 from transferpilot.features import linear_inputs, pixel_codes, pool
 from transferpilot.heads import FeatureClassifier, NetworkClassifier, head_module, linear_layer
-from transferpilot.layers import PIXELS, parts
+from transferpilot.layer_names import PIXELS, parts
 from transferpilot.strategies import LinearClassifier
 from transferpilot.zoo import DataConfig
 

@@ -13,7 +13,7 @@ from tests.projects import feature_table
 from transferpilot.config import DecideParams, TrainParams
 from transferpilot.decide import Decision, choose_strategy, finetune_plans, trial_plans
 from transferpilot.profile import LayerProbe
-from transferpilot.trials import Plan, Trial, TrialReport, first_rung, promising, rung_images
+from transferpilot.trial_plans import Plan, Trial, TrialReport, first_rung, promising, rung_images
 
 
 def sized(**kwargs):
@@ -156,7 +156,7 @@ SETTINGS = TrainParams(batch_size=8, lr=3e-3, label_smoothing=0.0, workers=0, se
 
 
 def test_successive_halving_on_a_tiny_network(tiny_table) -> None:
-    from transferpilot.finetune.trials import run_trials
+    from transferpilot.finetune.trial_runs import run_trials
 
     backbone, table = tiny_table
     plan = Plan(64, 1.0, [], train_rate=50.0, eval_rate=200.0, minutes=1.0)
@@ -180,7 +180,7 @@ def test_successive_halving_on_a_tiny_network(tiny_table) -> None:
 
 
 def test_no_trial_when_the_budget_buys_no_epoch(tiny_table) -> None:
-    from transferpilot.finetune.trials import run_trials
+    from transferpilot.finetune.trial_runs import run_trials
 
     backbone, table = tiny_table
     plan = Plan(64, 1.0, [], train_rate=50.0, eval_rate=200.0, minutes=1.0)

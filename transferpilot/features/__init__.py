@@ -33,7 +33,7 @@ from transferpilot.features._extract import (
 )
 from transferpilot.features._moments import moment_points, running_stats, unique_points
 from transferpilot.features._table import FeatureMeta, FeatureTable, Moments, write_table
-from transferpilot.layers import linear_inputs
+from transferpilot.layer_names import linear_inputs
 from transferpilot.zoo import Backbone
 
 __all__ = [

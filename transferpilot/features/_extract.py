@@ -30,7 +30,7 @@ from transferpilot.errors import DataError
 from transferpilot.features._cache import CacheKey, FeatureCache
 from transferpilot.features._moments import MomentRecorder, moment_points, unique_points
 from transferpilot.images import open_rgb
-from transferpilot.layers import PIXEL_GRID, PIXELS
+from transferpilot.layer_names import PIXEL_GRID, PIXELS
 from transferpilot.progress import track
 from transferpilot.zoo import LOGITS, PRE_LOGITS, Backbone
 
@@ -68,7 +68,7 @@ def cache_key(backbone: Backbone, pool_grid: int, runtime: str = "torch") -> Cac
 
 def output_names(backbone: Backbone) -> list[str]:
     """The per-image feature arrays: candidate layers, CNN codes, logits, then the
-    no-transfer baseline's input (:data:`~transferpilot.layers.PIXELS`)."""
+    no-transfer baseline's input (:data:`~transferpilot.layer_names.PIXELS`)."""
     return [layer.name for layer in backbone.layers] + [PRE_LOGITS, LOGITS, PIXELS]
 
 

@@ -36,7 +36,7 @@ from transferpilot.features._extract import (
 from transferpilot.features._moments import moment_points, running_stats, unique_points
 from transferpilot.intake import Record, read_manifest
 from transferpilot.io import read_json, save_npy, save_npz, write_json
-from transferpilot.layers import JOIN, parts
+from transferpilot.layer_names import JOIN, parts
 from transferpilot.zoo import Backbone
 
 IMAGENET = "imagenet"

@@ -46,6 +46,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from transferpilot.config import TrainParams, resolve_workers
+from transferpilot.errors import ModelError
 from transferpilot.finetune._checkpoint import load_checkpoint, save_checkpoint
 from transferpilot.finetune._distributed import all_sum, barrier, rank_world
 from transferpilot.finetune._groups import (
@@ -55,6 +56,7 @@ from transferpilot.finetune._groups import (
     set_batchnorm_mode,
 )
 from transferpilot.images import open_rgb
+from transferpilot.io import atomic_open, sha256_file, write_json
 from transferpilot.sampling import held_in_split, stratified_sample
 from transferpilot.zoo import Backbone, DataConfig
 
@@ -511,8 +513,6 @@ class Finetuner:
         """Write the trained network as ``model.safetensors`` + ``model.json`` (its record)."""
         from safetensors.torch import save as save_bytes
 
-        from transferpilot.io import atomic_open, sha256_file, write_json
-
         directory.mkdir(parents=True, exist_ok=True)
         weights = directory / "model.safetensors"
         with atomic_open(weights, "wb") as fh:
@@ -537,9 +537,6 @@ class Finetuner:
     ) -> Finetuner:
         """A fine-tuned model saved by :meth:`save`, after checking its digest and model."""
         from safetensors.torch import load_file
-
-        from transferpilot.errors import ModelError
-        from transferpilot.io import sha256_file
 
         record = json.loads((directory / "model.json").read_text(encoding="utf-8"))
         weights = directory / "model.safetensors"

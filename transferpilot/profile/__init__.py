@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from transferpilot._registry import JsonData
-from transferpilot.layers import is_transfer
+from transferpilot.layer_names import is_transfer
 from transferpilot.profile._backbones import BackboneRanking, BackboneScore
 from transferpilot.profile._probes import LayerProbe
 from transferpilot.profile._similarity import (

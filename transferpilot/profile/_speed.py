@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from transferpilot.io import write_json
+
 if TYPE_CHECKING:
     import torch
 
@@ -151,7 +153,6 @@ def cached_throughput(
     Kept as JSON under :func:`user_cache_dir` (``throughput/``); ``remeasure``
     times it again and replaces the kept value.
     """
-    from transferpilot.io import write_json
     from transferpilot.profile._size import training_size
 
     size = backbone.data_config.input_size[1]

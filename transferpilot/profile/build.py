@@ -23,7 +23,15 @@ from transferpilot.device import resolve_device
 from transferpilot.features import FeatureTable
 from transferpilot.features._table import ALL, IMAGENET
 from transferpilot.io import write_json
-from transferpilot.layers import JOIN, LOGITS, PIXELS, PRE_LOGITS, joinable, parts
+from transferpilot.layer_names import (
+    JOIN,
+    LOGITS,
+    PIXELS,
+    PRE_LOGITS,
+    joinable,
+    linear_inputs,
+    parts,
+)
 from transferpilot.profile import (
     Profile,
     SizeProfile,
@@ -120,7 +128,6 @@ def pretrained_probe(
     names map onto its classes (:func:`~transferpilot.zoo.imagenet_indices`): its accuracy
     on every training image, restricted to those classes. Nothing is fitted, so every
     training image is held-in; the spread is the binomial standard error (``folds`` 1)."""
-    from transferpilot.layers import linear_inputs
     from transferpilot.zoo import imagenet_indices
 
     labels = np.asarray(labels)
@@ -184,7 +191,6 @@ def probe_layers(
     false.
     """
     from transferpilot.estimators import LinearClassifier  # defers scikit-learn
-    from transferpilot.layers import linear_inputs
 
     y = np.asarray(labels)
     rows = stratified_sample(y, settings.probe_max_images, settings.seed)

@@ -26,7 +26,7 @@ from transferpilot.config import AUTO, DecideParams, ExtractParams, ModelParams,
 from transferpilot.device import resolve_device
 from transferpilot.features import FeatureTable, write_table
 from transferpilot.intake import Record
-from transferpilot.layers import LOGITS, PRE_LOGITS, linear_inputs
+from transferpilot.layer_names import LOGITS, PRE_LOGITS, linear_inputs
 from transferpilot.profile import cached_throughput, size_profile, stratified_sample
 from transferpilot.profile._backbones import (
     BackboneRanking,

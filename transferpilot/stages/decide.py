@@ -30,7 +30,7 @@ def run(
     if plans:
         from transferpilot.device import resolve_device
         from transferpilot.features import FeatureTable
-        from transferpilot.finetune.trials import run_trials
+        from transferpilot.finetune.trial_runs import run_trials
         from transferpilot.zoo import create_backbone
 
         model = chosen_model(model, paths)

@@ -13,8 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from transferpilot.io import atomic_open
+from transferpilot.layer_names import PRE_LOGITS
+from transferpilot.sampling import held_in_split
 from transferpilot.strategies._registry import Context, Defaults, register_strategy
-from transferpilot.trials import HELD_IN  # the share of training images held in
+from transferpilot.trial_plans import HELD_IN  # the share of training images held in
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +79,6 @@ class Finetune(Defaults):
         )
 
     def fit(self, table: FeatureTable, train: np.ndarray, val: np.ndarray) -> Finetune:
-        from transferpilot.layers import PRE_LOGITS
-        from transferpilot.sampling import held_in_split
 
         paths = np.asarray([r.path for r in table.records], dtype=object)
         labels = table.labels
@@ -126,7 +127,6 @@ class Finetune(Defaults):
             directory,
             {"best_epoch": result.best_epoch, "held_in_accuracy": result.best_val_accuracy},
         )
-        from transferpilot.io import atomic_open
 
         with atomic_open(directory / CURVES, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh, delimiter="\t", lineterminator="\n")

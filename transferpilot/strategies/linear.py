@@ -14,6 +14,7 @@ from scipy.special import softmax
 
 from transferpilot.calibration import expected_calibration_error
 from transferpilot.estimators import KIND_NAMES, LinearClassifier
+from transferpilot.layer_names import PIXELS, linear_inputs
 from transferpilot.strategies._registry import Context, Defaults, register_strategy
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ class FeatureStrategy(Defaults):
         self.backbone, self.layer, self.settings = backbone, decision.layer, decision.train
 
     def fit(self, table: FeatureTable, train: np.ndarray, val: np.ndarray) -> FeatureStrategy:
-        from transferpilot.layers import linear_inputs
 
         X = linear_inputs(self.layer, table.array(self.layer))
         y = table.labels
@@ -126,7 +126,6 @@ class FeatureStrategy(Defaults):
         return strategy
 
     def predict_proba(self, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
-        from transferpilot.layers import linear_inputs
 
         X = linear_inputs(self.layer, table.array(self.layer))
         return self.estimator_.predict_proba(X[rows])
@@ -170,7 +169,6 @@ class PixelBaseline(FeatureStrategy):
     def __init__(
         self, backbone: Backbone, decision: Decision, context: Context = Context()
     ) -> None:
-        from transferpilot.layers import PIXELS
 
         super().__init__(backbone, decision, context)
         self.layer = PIXELS

@@ -20,7 +20,7 @@ from scipy.special import softmax
 from transferpilot.calibration import expected_calibration_error, fit_temperature
 from transferpilot.errors import ConfigError, ModelError
 from transferpilot.io import write_json
-from transferpilot.layers import LOGITS, linear_inputs
+from transferpilot.layer_names import LOGITS, linear_inputs
 from transferpilot.strategies._registry import Context, Defaults, register_strategy
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 # Output names every backbone's :meth:`Backbone.features` returns besides its layers.
-from transferpilot.layers import LOGITS, PRE_LOGITS  # noqa: F401  (re-exported by the zoo)
+from transferpilot.layer_names import LOGITS, PRE_LOGITS  # noqa: F401  (re-exported by the zoo)
 
 
 @dataclass(frozen=True)

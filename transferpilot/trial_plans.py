@@ -9,7 +9,7 @@ only while it is promising (its score plus two standard errors reaches the
 best head's), is promoted to a second rung of more images and two epochs.
 
 This module is the pure part the ``decide`` rule reads (plans, the schedule,
-the results); :func:`transferpilot.finetune.trials.run_trials` trains them.
+the results); :func:`transferpilot.finetune.trial_runs.run_trials` trains them.
 
 The schedule is planned from the *estimated* cost (the throughput measured
 once per machine, or pinned), never from the clock: the same folder and

@@ -13,7 +13,7 @@ again with nothing changed reads it back after the intake, without importing
 PyTorch; a new image, a changed param or ``remeasure`` computes it afresh (the
 per-image features still come from their cache).
 
->>> assessment = assess_folder(Path("my_images"), Params())  # doctest: +SKIP
+>>> assessment = profile_folder(Path("my_images"), Params())  # doctest: +SKIP
 >>> assessment.decision.strategy  # doctest: +SKIP
 'svm'
 """
@@ -126,7 +126,7 @@ class Assessment(JsonData):
         }
 
 
-def assess_folder(
+def profile_folder(
     source: Path, params: Params, *, sample: int = 0, remeasure: bool = False
 ) -> Assessment:
     """Intake, extraction, profile and decision for ``source`` with ``params``.

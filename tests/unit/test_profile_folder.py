@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from transferpilot.assess import assessment_path
 from transferpilot.config import Params
 from transferpilot.intake import Record
+from transferpilot.profile_folder import assessment_path
 
 
 def _records() -> list[Record]:
@@ -60,7 +60,7 @@ def test_no_cache_dir_keeps_nothing() -> None:
 
 
 def test_a_damaged_or_older_kept_result_is_measured_again(tmp_path: Path) -> None:
-    from transferpilot.assess import _read_assessment
+    from transferpilot.profile_folder import _read_assessment
 
     damaged, older = tmp_path / "damaged.json", tmp_path / "older.json"
     damaged.write_text('{"format": 1, "profile": ')

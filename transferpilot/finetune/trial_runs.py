@@ -1,4 +1,4 @@
-"""Run the fine-tuning trials that :mod:`transferpilot.trials` plans (successive halving).
+"""Run the fine-tuning trials that :mod:`transferpilot.trial_plans` plans (successive halving).
 
 >>> plans, budget_s, _ = trial_plans(profile, rules, train)  # doctest: +SKIP
 >>> rival = best_head(profile)  # doctest: +SKIP
@@ -19,9 +19,9 @@ import torch
 from transferpilot.config import TrainParams
 from transferpilot.features import FeatureTable
 from transferpilot.finetune._loop import Finetuner
-from transferpilot.layers import PRE_LOGITS
+from transferpilot.layer_names import PRE_LOGITS
 from transferpilot.sampling import held_in_split, stratified_sample
-from transferpilot.trials import (
+from transferpilot.trial_plans import (
     HELD_IN,
     PROMOTED_EPOCHS,
     Plan,
@@ -49,7 +49,7 @@ def run_trials(
     """Train ``plans`` briefly on the training rows of ``table``; score each on the held-in
     rows. ``settings``: the ``train`` section; ``rival``: the best head's held-in score,
     which a plan must be within reach of to be promoted. The schedule follows the
-    plans' estimated costs (see :mod:`transferpilot.trials`), never the clock."""
+    plans' estimated costs (see :mod:`transferpilot.trial_plans`), never the clock."""
     labels = table.labels
     train_rows = np.flatnonzero(table.split == "train")
     held = train_rows[held_in_split(labels[train_rows], HELD_IN, settings.seed)]
