@@ -316,7 +316,7 @@ def best_head(profile: Profile) -> float | None:
 
 # Long (191 lines) on purpose for now: issue #29 replaces this rule-then-evidence sequence
 # with one budgeted tournament over every candidate; splitting it first would be rewritten.
-def choose_strategy(
+def choose_strategy(  # noqa: C901, PLR0915  (see the comment above)
     profile: Profile,
     rules: DecideParams,
     train: TrainParams = TrainParams(),
@@ -579,6 +579,64 @@ def _evidence_pick(profile: Profile, prior: LayerProbe | None) -> LayerProbe | N
     return None
 
 
+def _head_verdict(
+    p: Any, strategy: str, layer: str, top: float | None, manual: bool, large: bool
+) -> str:
+    """Why the head probed as ``p`` was, or was not, chosen."""
+    if p.strategy == strategy and p.layer == layer:
+        return "chosen"
+    if manual:
+        return "not chosen: set by hand in params.yaml"
+    if strategy == "finetune":
+        return (
+            "large dataset: fine-tuning preferred (the table's rule)"
+            if large
+            else "lower held-in score than fine-tuning's trial"
+        )
+    if top is not None and p.cv_accuracy > top:
+        return f"+{p.cv_accuracy - top:.3f}, within one standard error: the table's pick kept"
+    return f"lower held-in score ({p.cv_accuracy - (top or 0):+.3f})"
+
+
+def _plan_verdict(
+    plan: Plan | None,
+    trial: Any,
+    strategy: str,
+    ft_plan: Plan | None,
+    top: float | None,
+    trials: TrialReport | None,
+    rules: DecideParams,
+    manual: bool,
+    large: bool,
+    fits: Any,
+    why_not: str,
+) -> str:
+    """Why the fine-tuning ``plan`` was, or was not, chosen."""
+    minutes = plan.minutes if plan is not None else None
+    if strategy == "finetune" and plan is ft_plan:
+        return "chosen"
+    if manual:
+        return "not chosen: set by hand in params.yaml"
+    if not fits(minutes):
+        return f"over the {rules.budget_minutes:g} min budget"
+    if strategy == "finetune" and trial is not None:
+        return "the other resolution's trial scored higher"
+    if strategy == "finetune":
+        return f"the table's resolution instead ({why_not})"
+    if trial is not None and top is not None and trial.accuracy <= top:
+        return f"lower held-in score ({trial.accuracy - top:+.3f}, a short trial)"
+    if trial is not None:
+        return "its trial does not beat the chosen head by more than one standard error"
+    if trials is not None:
+        return "not trialled: an epoch of it does not fit the trial budget"
+    if large:
+        return why_not
+    return (
+        f"small dataset (median < {rules.large_images_per_class} images per class): "
+        f"a classifier on cached features instead ({why_not})"
+    )
+
+
 def _candidates(
     profile: Profile,
     strategy: str,
@@ -596,22 +654,7 @@ def _candidates(
     manual = rules.strategy != "auto" or bool(rules.layer)
     rows: list[Candidate] = []
     for p in sorted(profile.probes, key=lambda p: -p.cv_accuracy):
-        if p.strategy == strategy and p.layer == layer:
-            verdict = "chosen"
-        elif manual:
-            verdict = "not chosen: set by hand in params.yaml"
-        elif strategy == "finetune":
-            verdict = (
-                "large dataset: fine-tuning preferred (the table's rule)"
-                if large
-                else "lower held-in score than fine-tuning's trial"
-            )
-        elif top is not None and p.cv_accuracy > top:
-            verdict = (
-                f"+{p.cv_accuracy - top:.3f}, within one standard error: the table's pick kept"
-            )
-        else:
-            verdict = f"lower held-in score ({p.cv_accuracy - (top or 0):+.3f})"
+        verdict = _head_verdict(p, strategy, layer, top, manual, large)
         rows.append(
             Candidate(
                 p.strategy,
@@ -627,29 +670,9 @@ def _candidates(
     for plan in plans or [None]:
         trial = trials.of(plan.input_size) if trials is not None and plan is not None else None
         minutes = plan.minutes if plan is not None else None
-        if strategy == "finetune" and plan is ft_plan:
-            verdict = "chosen"
-        elif manual:
-            verdict = "not chosen: set by hand in params.yaml"
-        elif not fits(minutes):
-            verdict = f"over the {rules.budget_minutes:g} min budget"
-        elif strategy == "finetune" and trial is not None:
-            verdict = "the other resolution's trial scored higher"
-        elif strategy == "finetune":
-            verdict = f"the table's resolution instead ({why_not})"
-        elif trial is not None and top is not None and trial.accuracy <= top:
-            verdict = f"lower held-in score ({trial.accuracy - top:+.3f}, a short trial)"
-        elif trial is not None:
-            verdict = "its trial does not beat the chosen head by more than one standard error"
-        elif trials is not None:
-            verdict = "not trialled: an epoch of it does not fit the trial budget"
-        elif large:
-            verdict = why_not
-        else:
-            verdict = (
-                f"small dataset (median < {rules.large_images_per_class} images per class): "
-                f"a classifier on cached features instead ({why_not})"
-            )
+        verdict = _plan_verdict(
+            plan, trial, strategy, ft_plan, top, trials, rules, manual, large, fits, why_not
+        )
         rows.append(
             Candidate(
                 "finetune",

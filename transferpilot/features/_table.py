@@ -95,6 +95,38 @@ class FeatureMeta(JsonData):
         return int(self.data_config["input_size"][1])
 
 
+def _write_moments(
+    path: Path,
+    backbone: Backbone,
+    bns: list[str],
+    scopes: list[str],
+    sums: dict[str, list[Any]],
+) -> list[int]:
+    """Per-channel mean and variance at each BatchNorm input, per scope (every image, each
+    split) and ImageNet's (the running statistics), into ``moments.npz``; returns the
+    channels of each point."""
+    imagenet = running_stats(backbone.model, bns)
+    channels = [int(imagenet[b][0].numel()) for b in bns]
+    zeros = np.zeros(sum(channels))
+    mean, var, count = [], [], []
+    for scope in scopes:
+        total, total_sq, n = sums[scope]
+        mu = zeros + np.asarray(total) / max(n, 1)
+        mean.append(mu)
+        var.append(np.maximum(zeros + np.asarray(total_sq) / max(n, 1) - mu**2, 0.0))
+        count.append(n)
+    mean.append(zeros + np.concatenate([imagenet[b][0].double().numpy() for b in bns] or [zeros]))
+    var.append(zeros + np.concatenate([imagenet[b][1].double().numpy() for b in bns] or [zeros]))
+    count.append(0)
+    save_npz(
+        path,
+        mean=np.stack(mean),
+        var=np.stack(var),
+        count=np.asarray(count, np.int64),
+    )
+    return channels
+
+
 def write_table(
     backbone: Backbone,
     records: Sequence[Record],
@@ -147,25 +179,7 @@ def write_table(
     finally:
         for fh in files.values():
             fh.close()
-    imagenet = running_stats(backbone.model, bns)
-    channels = [int(imagenet[b][0].numel()) for b in bns]
-    zeros = np.zeros(sum(channels))
-    mean, var, count = [], [], []
-    for scope in scopes:
-        total, total_sq, n = sums[scope]
-        mu = zeros + np.asarray(total) / max(n, 1)
-        mean.append(mu)
-        var.append(np.maximum(zeros + np.asarray(total_sq) / max(n, 1) - mu**2, 0.0))
-        count.append(n)
-    mean.append(zeros + np.concatenate([imagenet[b][0].double().numpy() for b in bns] or [zeros]))
-    var.append(zeros + np.concatenate([imagenet[b][1].double().numpy() for b in bns] or [zeros]))
-    count.append(0)
-    save_npz(
-        out / "moments.npz",
-        mean=np.stack(mean),
-        var=np.stack(var),
-        count=np.asarray(count, np.int64),
-    )
+    channels = _write_moments(out / "moments.npz", backbone, bns, scopes, sums)
     head = backbone.head()
     if head is not None:  # ImageNet class prototypes, for the profile step
         save_npy(out / "imagenet_head.npy", head.weight.detach().float().cpu().numpy())

@@ -90,6 +90,28 @@ class FitResult:
     history: list[EpochLog] = field(default_factory=list)
 
 
+@dataclass
+class _Progress:
+    """Where a run stands between epochs: what a checkpoint records and a resume restores."""
+
+    run_key: str
+    start: int = 0
+    best_acc: float = -1.0
+    best_epoch: int = -1
+    stale: int = 0
+    history: list[EpochLog] = field(default_factory=list)
+    resumed: int | None = None
+
+    def update(self, epoch: int, entry: EpochLog) -> bool:
+        """Record the epoch; True when its val accuracy is the best so far."""
+        self.history.append(entry)
+        if entry.val_accuracy > self.best_acc:
+            self.best_acc, self.best_epoch, self.stale = entry.val_accuracy, epoch, 0
+            return True
+        self.stale += 1
+        return False
+
+
 class _Images(Dataset):
     def __init__(self, paths: Sequence[Path], targets: Sequence[int], transform: Callable) -> None:
         self.paths, self.targets, self.transform = list(paths), list(targets), transform
@@ -371,6 +393,40 @@ class Finetuner:
         train_set = _Images(paths, targets, train_tf)
         val_set = _Images(val_paths, val_targets, eval_tf)
         steps_per_epoch = len(self._loader(train_set, shuffle=True, epoch=0, shared=True))
+        optimizer, scheduler = self._optimizer(steps_per_epoch)
+        criterion = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
+        progress = self._resume(self._run_key(paths, targets), optimizer, scheduler)
+        self.train_model_ = self._parallel()
+        self._body = [
+            p
+            for n, p in self.model_.named_parameters()
+            if p.requires_grad and not n.startswith(self.head_name_ + ".")
+        ]
+        stopped = False
+        for epoch in range(progress.start, c.epochs):
+            if progress.stale >= c.patience:
+                stopped = True
+                break
+            entry = self._epoch(epoch, train_set, val_set, optimizer, scheduler, criterion)
+            improved = progress.update(epoch, entry)
+            self._checkpoint(epoch, progress, improved, optimizer, scheduler)
+            if rank_world()[0] == 0:  # rank 0 logs and reports for every rank
+                self._report(entry, improved)
+        self._load_best()
+        self.result_ = FitResult(
+            progress.best_epoch + 1,
+            progress.best_acc,
+            len(progress.history),
+            progress.resumed,
+            stopped,
+            progress.history,
+        )
+        return self
+
+    def _optimizer(self, steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Any]:
+        """AdamW over the parameter groups (the head's rate, the body's lower), and its
+        schedule: linear warm-up, then cosine decay over every step of the run."""
+        c = self.config
         groups, self.groups_ = param_groups(
             self.model_, self.head_name_, lr=c.lr, lr_ratio=c.lr_ratio, weight_decay=c.weight_decay
         )
@@ -379,111 +435,116 @@ class Finetuner:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(total_steps, round(c.warmup_epochs * steps_per_epoch))
         )
-        criterion = nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
-        run_key = self._run_key(paths, targets)
-        start, best_acc, best_epoch, stale, history, resumed = 0, -1.0, -1, 0, [], None
+        return optimizer, scheduler
+
+    def _resume(self, run_key: str, optimizer: Any, scheduler: Any) -> _Progress:
+        """The run so far: from the last checkpoint when it is of this run (the same data
+        and settings; the model, optimizer and schedule restored), else from the start."""
         state = load_checkpoint(self.checkpoint_dir, "last") if self.checkpoint_dir else None
-        if state is not None and state.get("run_key") == run_key:
-            self.model_.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start, best_acc, best_epoch = (
-                state["epoch"] + 1,
-                state["best_accuracy"],
-                state["best_epoch"],
-            )
-            stale, history = state["stale"], [EpochLog(**h) for h in state["history"]]
-            resumed = state["epoch"]
-            log.info("resuming from the checkpoint of epoch %d", resumed + 1)
-        elif state is not None:
-            log.info(
-                "the last checkpoint is of another run (data or settings changed): starting anew"
-            )
-        self.train_model_ = self._parallel()
-        rank = rank_world()[0]
-        self._body = [
-            p
-            for n, p in self.model_.named_parameters()
-            if p.requires_grad and not n.startswith(self.head_name_ + ".")
-        ]
-        stopped = False
-        for epoch in range(start, c.epochs):
-            if stale >= c.patience:
-                stopped = True
-                break
-            _seed_all(_seed(c.seed, epoch, rank))
-            head_only = epoch < c.head_epochs
-            for p in self._body:
-                p.requires_grad_(not head_only)
-            begin = time.perf_counter()
-            tr_loss, tr_acc, seen = self._run_epoch(
-                self._loader(train_set, shuffle=True, epoch=epoch, shared=True),
-                optimizer,
-                scheduler,
-                criterion,
-                True,
-            )
-            train_s = time.perf_counter() - begin
-            va_loss, va_acc, _ = self._run_epoch(
-                self._loader(val_set, shuffle=False, epoch=epoch, shared=True),
-                None,
-                None,
-                criterion,
-                False,
-            )
-            entry = EpochLog(
-                epoch + 1,
-                tr_loss,
-                tr_acc,
-                va_loss,
-                va_acc,
-                optimizer.param_groups[0]["lr"],
-                time.perf_counter() - begin,
-                seen / max(train_s, 1e-9),
-            )
-            history.append(entry)
-            improved = va_acc > best_acc
+        if state is None or state.get("run_key") != run_key:
+            if state is not None:
+                log.info(
+                    "the last checkpoint is of another run (data or settings changed): "
+                    "starting anew"
+                )
+            return _Progress(run_key)
+        self.model_.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        log.info("resuming from the checkpoint of epoch %d", state["epoch"] + 1)
+        return _Progress(
+            run_key,
+            start=state["epoch"] + 1,
+            best_acc=state["best_accuracy"],
+            best_epoch=state["best_epoch"],
+            stale=state["stale"],
+            history=[EpochLog(**h) for h in state["history"]],
+            resumed=state["epoch"],
+        )
+
+    def _epoch(
+        self,
+        epoch: int,
+        train_set: Dataset,
+        val_set: Dataset,
+        optimizer: Any,
+        scheduler: Any,
+        criterion: nn.Module,
+    ) -> EpochLog:
+        """One epoch: train (the head alone for the first ``head_epochs``), then validate."""
+        c = self.config
+        _seed_all(_seed(c.seed, epoch, rank_world()[0]))
+        head_only = epoch < c.head_epochs
+        for p in self._body:
+            p.requires_grad_(not head_only)
+        begin = time.perf_counter()
+        tr_loss, tr_acc, seen = self._run_epoch(
+            self._loader(train_set, shuffle=True, epoch=epoch, shared=True),
+            optimizer,
+            scheduler,
+            criterion,
+            True,
+        )
+        train_s = time.perf_counter() - begin
+        va_loss, va_acc, _ = self._run_epoch(
+            self._loader(val_set, shuffle=False, epoch=epoch, shared=True),
+            None,
+            None,
+            criterion,
+            False,
+        )
+        return EpochLog(
+            epoch + 1,
+            tr_loss,
+            tr_acc,
+            va_loss,
+            va_acc,
+            optimizer.param_groups[0]["lr"],
+            time.perf_counter() - begin,
+            seen / max(train_s, 1e-9),
+        )
+
+    def _checkpoint(
+        self, epoch: int, progress: _Progress, improved: bool, optimizer: Any, scheduler: Any
+    ) -> None:
+        """Keep the best weights (in memory without a checkpoint folder) and, on rank 0, the
+        epoch's checkpoint: ``last`` always, ``best`` when it improved."""
+        if self.checkpoint_dir is None:
             if improved:
-                best_acc, best_epoch, stale = va_acc, epoch, 0
-            else:
-                stale += 1
-            if self.checkpoint_dir is None:
-                if improved:
-                    self._best_state = copy.deepcopy(self.model_.state_dict())
-            elif rank == 0:  # one writer; every rank reads the best weights back at the end
-                record = {
-                    "epoch": epoch,
-                    "run_key": run_key,
-                    "best_accuracy": best_acc,
-                    "best_epoch": best_epoch,
-                    "stale": stale,
-                    "classes": self.classes_,
-                    "model": self.backbone.spec,
-                    "history": [asdict(h) for h in history],
-                    "scheduler": scheduler.state_dict(),
-                    "config": c.model_dump(mode="json"),
-                }
-                if improved:
-                    save_checkpoint(self.checkpoint_dir, "best", self.model_, record)
-                save_checkpoint(self.checkpoint_dir, "last", self.model_, record, optimizer)
-            if rank:  # rank 0 logs and reports for every rank
-                continue
-            log.info(
-                "epoch %d/%d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (%.1f images/s)%s",
-                epoch + 1,
-                c.epochs,
-                tr_loss,
-                tr_acc,
-                va_loss,
-                va_acc,
-                entry.images_per_s,
-                " *best*" if improved else "",
-            )
-            if self.on_epoch is not None:
-                self.on_epoch(entry)
-        self._load_best()
-        self.result_ = FitResult(best_epoch + 1, best_acc, len(history), resumed, stopped, history)
-        return self
+                self._best_state = copy.deepcopy(self.model_.state_dict())
+            return
+        if rank_world()[0] != 0:  # one writer; every rank reads the best weights back
+            return
+        record = {
+            "epoch": epoch,
+            "run_key": progress.run_key,
+            "best_accuracy": progress.best_acc,
+            "best_epoch": progress.best_epoch,
+            "stale": progress.stale,
+            "classes": self.classes_,
+            "model": self.backbone.spec,
+            "history": [asdict(h) for h in progress.history],
+            "scheduler": scheduler.state_dict(),
+            "config": self.config.model_dump(mode="json"),
+        }
+        if improved:
+            save_checkpoint(self.checkpoint_dir, "best", self.model_, record)
+        save_checkpoint(self.checkpoint_dir, "last", self.model_, record, optimizer)
+
+    def _report(self, entry: EpochLog, improved: bool) -> None:
+        log.info(
+            "epoch %d/%d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (%.1f images/s)%s",
+            entry.epoch,
+            self.config.epochs,
+            entry.train_loss,
+            entry.train_accuracy,
+            entry.val_loss,
+            entry.val_accuracy,
+            entry.images_per_s,
+            " *best*" if improved else "",
+        )
+        if self.on_epoch is not None:
+            self.on_epoch(entry)
 
     def _parallel(self) -> nn.Module:
         """The model the training steps call: DistributedDataParallel in a process group

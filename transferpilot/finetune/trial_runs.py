@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,6 +35,61 @@ from transferpilot.trial_plans import (
 from transferpilot.zoo import Backbone
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Trainer:
+    """Trains one plan on some training rows and scores it on the held-in rows."""
+
+    table: FeatureTable
+    backbone: Backbone
+    settings: TrainParams
+    held: np.ndarray
+    device: torch.device | None
+
+    def trial(self, plan: Plan, rows: np.ndarray, epochs: int, rung: int) -> Trial:
+        table, settings, held = self.table, self.settings, self.held
+        paths = np.asarray([r.path for r in table.records], dtype=object)
+        labels = table.labels
+        config = settings.for_strategy(
+            "finetune",
+            epochs=epochs,
+            lr_ratio=plan.lr_ratio,
+            input_size=plan.input_size,
+            warmup_epochs=min(settings.warmup_epochs, 0.25 * epochs),
+            patience=epochs,
+        )
+        tuner = Finetuner(self.backbone, config, frozen_layers=plan.frozen, device=self.device)
+        start = time.perf_counter()
+        same_size = plan.input_size == table.meta.input_size
+        tuner.fit(
+            list(paths[rows]),
+            list(labels[rows]),
+            list(paths[held]),
+            list(labels[held]),
+            codes=np.asarray(table.array(PRE_LOGITS))[rows] if same_size else None,
+        )
+        done = Trial(
+            input_size=plan.input_size,
+            rung=rung,
+            images=len(rows),
+            epochs=epochs,
+            held_in=len(held),
+            accuracy=float(tuner.result_.best_val_accuracy),
+            planned_s=plan.seconds(len(rows), epochs, len(held)),
+        )
+        log.info(
+            "trial rung %d: fine-tune at %d px, %d images x %d epoch(s): held-in %.3f "
+            "(%.0f s, planned %.0f s)",
+            rung,
+            done.input_size,
+            done.images,
+            epochs,
+            done.accuracy,
+            time.perf_counter() - start,
+            done.planned_s,
+        )
+        return done
 
 
 def run_trials(
@@ -64,49 +120,7 @@ def run_trials(
             note=f"not even one epoch on half the training images fits the "
             f"{budget_s / 60:.1f} min trial budget",
         )
-    paths = np.asarray([r.path for r in table.records], dtype=object)
-    codes = np.asarray(table.array(PRE_LOGITS))
-
-    def trial(plan: Plan, rows: np.ndarray, epochs: int, rung: int) -> Trial:
-        config = settings.for_strategy(
-            "finetune",
-            epochs=epochs,
-            lr_ratio=plan.lr_ratio,
-            input_size=plan.input_size,
-            warmup_epochs=min(settings.warmup_epochs, 0.25 * epochs),
-            patience=epochs,
-        )
-        tuner = Finetuner(backbone, config, frozen_layers=plan.frozen, device=device)
-        start = time.perf_counter()
-        tuner.fit(
-            list(paths[rows]),
-            list(labels[rows]),
-            list(paths[held]),
-            list(labels[held]),
-            codes=codes[rows] if plan.input_size == table.meta.input_size else None,
-        )
-        done = Trial(
-            input_size=plan.input_size,
-            rung=rung,
-            images=len(rows),
-            epochs=epochs,
-            held_in=len(held),
-            accuracy=float(tuner.result_.best_val_accuracy),
-            planned_s=plan.seconds(len(rows), epochs, len(held)),
-        )
-        log.info(
-            "trial rung %d: fine-tune at %d px, %d images x %d epoch(s): held-in %.3f "
-            "(%.0f s, planned %.0f s)",
-            rung,
-            done.input_size,
-            done.images,
-            epochs,
-            done.accuracy,
-            time.perf_counter() - start,
-            done.planned_s,
-        )
-        return done
-
+    trial = _Trainer(table, backbone, settings, held, device).trial
     first = fit[stratified_sample(labels[fit], n0, settings.seed)]
     trials = [trial(plan, first, 1, 0) for plan in live]
     planned = sum(t.planned_s for t in trials)

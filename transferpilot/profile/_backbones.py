@@ -79,6 +79,37 @@ def tie_margin(sample_images: int) -> float:
     return max(0.005, 1.0 / max(1, sample_images))
 
 
+def _verdict(
+    s: BackboneScore,
+    chosen: BackboneScore,
+    over: set[str],
+    tied: list[BackboneScore],
+    margin: float,
+    priced: bool,
+    budget_minutes: float | None,
+) -> str:
+    """Why ``s`` was, or was not, the backbone chosen."""
+    if s is chosen:
+        return "chosen"
+    if s.model in over:
+        return (
+            f"out: extracting every image would take about {s.extract_minutes:.0f} min, "
+            f"over the {budget_minutes:g} min budget"
+        )
+    if s in tied:
+        return (
+            f"tie within {margin:.3f}: {chosen.model} costs less "
+            f"(about {_cost(chosen):.1f} vs {_cost(s):.1f} min)"
+            if priced
+            else f"tie within {margin:.3f}: {chosen.model} is listed first"
+        )
+    return f"probes {chosen.probe_accuracy - s.probe_accuracy:.3f} below {chosen.model}"
+
+
+def _cost(s: BackboneScore) -> float:
+    return s.cost_minutes if s.cost_minutes is not None else 0.0
+
+
 def pick_backbone(
     scores: list[BackboneScore], sample_images: int, budget_minutes: float | None
 ) -> BackboneRanking:
@@ -93,9 +124,6 @@ def pick_backbone(
     """
     if not scores:
         raise ValueError("no candidate backbones to pick from")
-
-    def cost(s: BackboneScore) -> float:
-        return s.cost_minutes if s.cost_minutes is not None else 0.0
 
     over = {
         s.model
@@ -113,27 +141,10 @@ def pick_backbone(
     tied = [s for s in eligible if s.probe_accuracy >= top.probe_accuracy - margin]
     priced = all(s.cost_minutes is not None for s in tied)
     # a tie: the cheaper run; unpriced (no throughput measured), the first listed
-    chosen = min(tied, key=lambda s: (cost(s), -s.probe_accuracy)) if priced else tied[0]
-    verdicts = {}
-    for s in scores:
-        if s is chosen:
-            verdicts[s.model] = "chosen"
-        elif s.model in over:
-            verdicts[s.model] = (
-                f"out: extracting every image would take about {s.extract_minutes:.0f} min, "
-                f"over the {budget_minutes:g} min budget"
-            )
-        elif s in tied:
-            verdicts[s.model] = (
-                f"tie within {margin:.3f}: {chosen.model} costs less "
-                f"(about {cost(chosen):.1f} vs {cost(s):.1f} min)"
-                if priced
-                else f"tie within {margin:.3f}: {chosen.model} is listed first"
-            )
-        else:
-            verdicts[s.model] = (
-                f"probes {chosen.probe_accuracy - s.probe_accuracy:.3f} below {chosen.model}"
-            )
+    chosen = min(tied, key=lambda s: (_cost(s), -s.probe_accuracy)) if priced else tied[0]
+    verdicts = {
+        s.model: _verdict(s, chosen, over, tied, margin, priced, budget_minutes) for s in scores
+    }
     ranked = sorted(scores, key=lambda s: -s.probe_accuracy)
     ranked = [
         BackboneScore(**{**vars(s), "chosen": s is chosen, "verdict": verdicts[s.model]})
@@ -148,7 +159,7 @@ def pick_backbone(
     )
     if len(tied) > 1:
         which = (
-            f"the cheapest run (about {cost(chosen):.1f} min here)" if priced else "first listed"
+            f"the cheapest run (about {_cost(chosen):.1f} min here)" if priced else "first listed"
         )
         why = (
             f"Backbone {chosen.model}: {which} "

@@ -23,6 +23,7 @@ import csv
 import io
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from transferpilot.evaluate import (
 )
 from transferpilot.export import Predictor
 from transferpilot.features import FeatureTable
+from transferpilot.intake import Record
 from transferpilot.io import fresh_dir, write_json, write_text
 from transferpilot.stages import Paths, chosen_model, register_stage
 from transferpilot.strategies import Context, get_strategy
@@ -94,6 +96,78 @@ def _confusion_csv(labels: list[str], predicted: list[str]) -> str:
     return buffer.getvalue()
 
 
+def _write_split(
+    folder: Path,
+    split: str,
+    records: Sequence[Record],
+    proba: np.ndarray,
+    classes: list[str],
+    params: EvaluateParams,
+) -> tuple[Any, list[str]]:
+    """One split's evaluation, its per-image predictions and its confusion matrix (JSON
+    and PNG) in ``folder``; returns the evaluation and the predicted labels."""
+    labels = [rec.label for rec in records]
+    evaluation = evaluate_predictions(labels, proba, classes, ece_bins=params.ece_bins)
+    predicted = [classes[j] for j in proba.argmax(1)]
+    lines = [
+        {"path": str(rec.path), "actual": a, "predicted": p, "confidence": float(c)}
+        for rec, a, p, c in zip(records, labels, predicted, proba.max(1), strict=True)
+    ]
+    write_json(folder / f"predictions_{split}.json", lines)
+    write_json(
+        folder / f"confusion_{split}.json",
+        {
+            "classes": classes,
+            "counts": evaluation.confusion,
+            "normalised": evaluation.confusion_normalised,
+        },
+    )
+    plot_confusion(evaluation, folder / f"confusion_{split}.png", f"Confusion matrix — {split}")
+    return evaluation, predicted
+
+
+def _side_figures(strategy: Any, paths: Paths, folder: Path) -> dict[str, str]:
+    """The training curves (when the strategy has them) and the profile's figures, in
+    ``folder``: the report's figures beside the evaluation's own."""
+    figures = {}
+    curves = strategy.curves(paths.models)
+    if curves:
+        plot_curves(curves, folder / "curves.png")
+        figures["curves"] = "evaluation/curves.png"
+    for name in ("similarity", "probes"):
+        source = paths.profile / f"{name}.png"
+        if source.is_file():
+            shutil.copyfile(source, folder / source.name)
+            figures[name] = f"evaluation/{source.name}"
+    return figures
+
+
+def _write_report(
+    paths: Paths,
+    metrics: dict[str, Any],
+    per_class: dict[str, Any],
+    mistakes: Sequence[Any],
+    check: dict[str, Any] | None,
+    figures: dict[str, str],
+    strategy: Any,
+) -> None:
+    """``reports/report.md`` and its HTML: the data, profile, decision, training, metrics."""
+    report = build_report(
+        validation=paths.validation.read_json(),
+        profile=paths.profile_json.read_json(),
+        decision=paths.decision_json.read_json(),
+        train=paths.train_json.read_json(),
+        metrics=metrics,
+        per_class=per_class,
+        mistakes=[vars(m) for m in mistakes],
+        predictor=check,
+        figures=figures,
+        probability_note=strategy.probability_note,
+    )
+    write_text(paths.reports / "report.md", report)
+    write_text(paths.reports / "report.html", to_html(report, paths.reports))
+
+
 @register_stage("evaluate", sections=("model", "evaluate"))
 def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, Any]:
     model = chosen_model(model, paths)
@@ -116,36 +190,20 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
     figures: dict[str, str] = {}
     with fresh_dir(out / "evaluation") as tmp:
         for split, r in rows.items():
-            labels = [records[i].label for i in r]
-            evaluation = evaluate_predictions(
-                labels, proba[split], classes, ece_bins=params.ece_bins
+            split_records = [records[i] for i in r]
+            evaluation, predicted = _write_split(
+                tmp, split, split_records, proba[split], classes, params
             )
             metrics[split] = evaluation.summary
             per_class[split] = evaluation.per_class
-            predicted = [classes[j] for j in proba[split].argmax(1)]
-            lines = [
-                {"path": str(records[i].path), "actual": a, "predicted": p, "confidence": float(c)}
-                for i, a, p, c in zip(r, labels, predicted, proba[split].max(1), strict=True)
-            ]
-            write_json(tmp / f"predictions_{split}.json", lines)
-            write_json(
-                tmp / f"confusion_{split}.json",
-                {
-                    "classes": classes,
-                    "counts": evaluation.confusion,
-                    "normalised": evaluation.confusion_normalised,
-                },
-            )
-            plot_confusion(
-                evaluation, tmp / f"confusion_{split}.png", f"Confusion matrix — {split}"
-            )
             figures[f"confusion_{split}"] = f"evaluation/confusion_{split}.png"
             if split == headline:
+                labels = [rec.label for rec in split_records]
                 write_text(out / "confusion.csv", _confusion_csv(labels, predicted))
-        r = rows[headline]
+        shown = [records[i] for i in rows[headline]]
         mistakes = confident_mistakes(
-            [str(records[i].path) for i in r],
-            [records[i].label for i in r],
+            [str(rec.path) for rec in shown],
+            [rec.label for rec in shown],
             proba[headline],
             classes,
             params.mistakes,
@@ -155,20 +213,9 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
             figures["mistakes"] = "evaluation/mistakes.png"
         write_json(tmp / "mistakes.json", [vars(m) for m in mistakes])
         write_json(tmp / "per_class.json", per_class)
-        curves = strategy.curves(paths.models)
-        if curves:
-            plot_curves(curves, tmp / "curves.png")
-            figures["curves"] = "evaluation/curves.png"
-        for name in ("similarity", "probes"):
-            source = paths.profile / f"{name}.png"
-            if source.is_file():
-                shutil.copyfile(source, tmp / source.name)
-                figures[name] = f"evaluation/{source.name}"
+        figures |= _side_figures(strategy, paths, tmp)
         check = _check_predictor(
-            paths.predictor,
-            [records[i].path for i in r],
-            proba[headline],
-            params.check_images,
+            paths.predictor, [rec.path for rec in shown], proba[headline], params.check_images
         )
     if check:
         metrics["predictor"] = {k: v for k, v in check.items() if k != "path"}
@@ -179,20 +226,7 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
                 check["checked"],
             )
     write_json(paths.metrics.path, metrics)
-    report = build_report(
-        validation=paths.validation.read_json(),
-        profile=paths.profile_json.read_json(),
-        decision=paths.decision_json.read_json(),
-        train=paths.train_json.read_json(),
-        metrics=metrics,
-        per_class=per_class,
-        mistakes=[vars(m) for m in mistakes],
-        predictor=check,
-        figures=figures,
-        probability_note=strategy.probability_note,
-    )
-    write_text(out / "report.md", report)
-    write_text(out / "report.html", to_html(report, out))
+    _write_report(paths, metrics, per_class, mistakes, check, figures, strategy)
     summary = {
         "headline_split": headline,
         **{f"{headline}_{k}": v for k, v in metrics[headline].items()},
