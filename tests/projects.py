@@ -46,6 +46,21 @@ def start(*args: str, cwd: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def run_stages(project: Path, *names: str) -> dict[str, dict]:
+    """Stages ``names`` run in this process in ``project``, as ``transferpilot stage NAME``
+    runs each there (for tests about what a stage computes, not about processes)."""
+    from transferpilot.config import load_params
+    from transferpilot.stages import Paths, run_stage
+
+    here = Path.cwd()
+    os.chdir(project)
+    try:
+        params = load_params(Path("params.yaml"))
+        return {name: run_stage(name, params, Paths()) for name in names}
+    finally:
+        os.chdir(here)
+
+
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
     """SIGKILL the process group as soon as ``ready()`` is true (fail if it ends first)."""
     deadline = time.monotonic() + timeout
@@ -112,6 +127,13 @@ def working_copy(work: Path, project_root: Path, classes: dict[str, int] | None 
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     run(["git", "init", "-q"], work)
     git_commit(work, "init")
+    return work
+
+
+def copy_project(source: Path, work: Path) -> Path:
+    """A copy of a finished working copy at ``work``: git history, DVC cache, outputs and
+    their times as they are (``dvc repro`` in the copy has nothing to do)."""
+    shutil.copytree(source, work, symlinks=True)
     return work
 
 

@@ -1,4 +1,5 @@
-"""`dvc repro` in a real git + DVC working copy of the project, on tiny data."""
+"""`dvc repro` in a real git + DVC working copy of the project, on tiny data: the pipeline
+runs once per module; each test changes a copy of the finished project."""
 
 from __future__ import annotations
 
@@ -8,74 +9,94 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.projects import run, working_copy
+from tests.projects import copy_project, run, working_copy
 
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory, project_root: Path) -> tuple[Path, str]:
+    """A git + DVC copy of the pipeline files on a tiny dataset, after its first
+    ``dvc repro``, and what that repro printed."""
+    work = working_copy(tmp_path_factory.mktemp("dvc") / "project", project_root)
+    return work, run(["dvc", "repro"], work).stdout
+
+
 @pytest.fixture
-def workdir(tmp_path: Path, project_root: Path) -> Path:
-    """A fresh git + DVC copy of the pipeline files, with a tiny dataset as the source."""
-    return working_copy(tmp_path / "project", project_root)
+def workdir(finished: tuple[Path, str], tmp_path: Path) -> Path:
+    return copy_project(finished[0], tmp_path / "project")
 
 
-def test_repro_twice_then_a_param_change(workdir: Path) -> None:
-    first = run(["dvc", "repro"], workdir)
+def set_params(work: Path, **sections: dict) -> dict:
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section] |= values
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    return params
+
+
+def ran(result) -> set[str]:
+    """The stages a ``dvc repro`` ran."""
+    return {line.split("'")[1] for line in result.stdout.splitlines() if "Running stage" in line}
+
+
+def test_the_first_repro_runs_every_stage_and_records_metrics(finished: tuple[Path, str]) -> None:
+    work, first = finished
     for stage in ("prepare", "extract", "profile", "decide", "train", "evaluate"):
-        assert f"Running stage '{stage}'" in first.stdout
-    assert (workdir / "data" / "prepared" / "manifest.csv").is_file()
-    decision = json.loads((workdir / "data" / "decision" / "decision.json").read_text())
+        assert f"Running stage '{stage}'" in first
+    assert (work / "data" / "prepared" / "manifest.csv").is_file()
+    decision = json.loads((work / "data" / "decision" / "decision.json").read_text())
     assert decision["quadrant"] == "small/different" and decision["strategy"] == "svm"
-    trained = json.loads((workdir / "models" / "train" / "train.json").read_text())
-    assert trained["strategy"] == "svm" and (workdir / "models" / "train" / "head.joblib").exists()
+    trained = json.loads((work / "models" / "train" / "train.json").read_text())
+    assert trained["strategy"] == "svm" and (work / "models" / "train" / "head.joblib").exists()
 
-    shown = run(["dvc", "metrics", "show", "--json"], workdir)
+    shown = run(["dvc", "metrics", "show", "--json"], work)
     metrics = json.loads(shown.stdout)
     (entry,) = metrics.values()
     val = entry["data"]["reports/metrics.json"]["data"]["val"]
     assert 0.0 <= val["accuracy"] <= 1.0 and "balanced_accuracy" in val
 
+
+def test_a_second_repro_runs_nothing(workdir: Path) -> None:
     second = run(["dvc", "repro"], workdir)
     assert "Running stage" not in second.stdout
     assert "up to date" in second.stdout
-
     run(["dvc", "repro", "-q"], workdir)  # still nothing to do
-    params = yaml.safe_load((workdir / "params.yaml").read_text())
-    params["prepare"]["seed"] = 7
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    third = run(["dvc", "repro"], workdir)
-    assert "Running stage 'prepare'" in third.stdout
 
-    params["decide"]["strategy"] = "linear"  # only decide (and what follows) re-runs
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    fourth = run(["dvc", "repro"], workdir)
-    assert "Running stage 'decide'" in fourth.stdout and "Running stage 'train'" in fourth.stdout
-    for stage in ("prepare", "extract", "profile"):
-        assert f"Running stage '{stage}'" not in fourth.stdout
+
+def test_a_param_change_reruns_its_stage_and_what_follows_only(workdir: Path) -> None:
+    set_params(workdir, prepare={"seed": 7})
+    assert "prepare" in ran(run(["dvc", "repro"], workdir))
+
+    set_params(workdir, decide={"strategy": "linear"})  # only decide (and what follows)
+    assert ran(run(["dvc", "repro"], workdir)) == {"decide", "train", "evaluate"}
 
     # A train setting reaches train through the decision's plan: one the linear head reads
     # re-trains it; one it does not read (a fine-tuning learning rate) re-runs decide only.
-    params["train"]["cv_folds"] = 2
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    fifth = run(["dvc", "repro"], workdir)
-    assert "Running stage 'train'" in fifth.stdout and "Running stage 'evaluate'" in fifth.stdout
-    for stage in ("prepare", "extract", "profile"):
-        assert f"Running stage '{stage}'" not in fifth.stdout
-    params["train"]["lr"] = 0.01
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    sixth = run(["dvc", "repro"], workdir)
-    assert "Running stage 'decide'" in sixth.stdout
-    assert "Running stage 'train'" not in sixth.stdout
-    assert "Running stage 'evaluate'" not in sixth.stdout
+    set_params(workdir, train={"cv_folds": 2})
+    fifth = ran(run(["dvc", "repro"], workdir))
+    assert {"train", "evaluate"} <= fifth and not fifth & {"prepare", "extract", "profile"}
+    set_params(workdir, train={"lr": 0.01})
+    assert ran(run(["dvc", "repro"], workdir)) == {"decide"}
 
-    # Fine-tuning trials: on a machine pinned this slow, a trial is a third of the full run,
-    # and the tiny set's first rung fits it. decide runs them and records them; forced to run
-    # again, it writes the same bytes (fixed seeds; a schedule from estimates, not the clock).
-    params["decide"] |= {"strategy": "auto", "train_images_per_s": 0.5}
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    seventh = run(["dvc", "repro"], workdir)
-    assert "Running stage 'decide'" in seventh.stdout
-    assert "trial rung 0" in seventh.stdout + seventh.stderr
+
+def test_editing_the_fine_tuning_loop_reruns_only_the_stages_that_fine_tune(
+    workdir: Path,
+) -> None:
+    loop = workdir / "transferpilot" / "finetune" / "_loop.py"
+    loop.write_text(loop.read_text() + "\n# an edit\n")
+    # decide runs fine-tuning trials, train fine-tunes, evaluate reads its curves
+    assert ran(run(["dvc", "repro"], workdir)) == {"decide", "train", "evaluate"}
+
+
+def test_decide_runs_fine_tuning_trials_and_records_them_reproducibly(workdir: Path) -> None:
+    # On a machine pinned this slow, a trial is a third of the full run, and the tiny set's
+    # first rung fits it. decide runs them and records them; forced to run again, it writes
+    # the same bytes (fixed seeds; a schedule from estimates, not the clock).
+    set_params(workdir, decide={"strategy": "auto", "train_images_per_s": 0.5})
+    result = run(["dvc", "repro"], workdir)
+    assert "decide" in ran(result)
+    assert "trial rung 0" in result.stdout + result.stderr
     written = workdir / "data" / "decision" / "decision.json"
     decision = json.loads(written.read_text())
     trials = decision["evidence"]["trials"]
@@ -92,7 +113,6 @@ def test_repro_twice_then_a_param_change(workdir: Path) -> None:
 
 
 def test_experiment_metrics_and_plots(workdir: Path) -> None:
-    run(["dvc", "repro", "-q"], workdir)
     settings = ["decide.strategy=finetune", "train.epochs=1", "train.input_size=32"]
     run(["dvc", "exp", "run", "-n", "ft", *(a for s in settings for a in ("-S", s))], workdir)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], workdir).stdout)

@@ -1,15 +1,18 @@
-"""Train and evaluate through the CLI: a linear head, and fine-tuning with curves and resume;
-metrics, the report and an exported predictor that reproduces the evaluation."""
+"""Train and evaluate on the real Lite0: a linear head, and fine-tuning with curves and
+resume; metrics, the report and an exported predictor (through the CLI) that reproduces the
+evaluation. The stages run in this process: what they compute is the subject here, the
+stage processes are `test_dvc_pipeline`'s and `test_cli`'s."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from tests.images import image_folder
-from tests.projects import tp
+from tests.projects import copy_project, run_stages, tp
 
 pytestmark = pytest.mark.slow
 
@@ -29,13 +32,23 @@ train:
   workers: 0
   cv_folds: 3
 """
+UPSTREAM = ("prepare", "extract", "profile")
+DOWNSTREAM = ("decide", "train", "evaluate")
 
 
-def run_pipeline(project: Path, strategy: str) -> dict:
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A red/green project, prepared, extracted and profiled once for the module."""
+    project = tmp_path_factory.mktemp("profiled") / "project"
+    image_folder(project / "images", {"red": 8, "green": 8}, size=24)
+    (project / "params.yaml").write_text(PARAMS.format(strategy="auto"))
+    run_stages(project, *UPSTREAM)
+    return project
+
+
+def run_pipeline(project: Path, strategy: str, stages=UPSTREAM + DOWNSTREAM) -> dict:
     (project / "params.yaml").write_text(PARAMS.format(strategy=strategy))
-    for stage in ("prepare", "extract", "profile", "decide", "train", "evaluate"):
-        result = tp("stage", stage, cwd=project)
-        assert result.returncode == 0, f"{stage}: {result.stderr}"
+    run_stages(project, *stages)
     return json.loads((project / "models" / "train" / "train.json").read_text())
 
 
@@ -63,23 +76,25 @@ def check_evaluation(project: Path) -> dict:
     return metrics
 
 
-def test_linear_head_is_saved_evaluated_and_exported(tmp_path: Path) -> None:
-    image_folder(tmp_path / "images", {"red": 8, "green": 8}, size=24)
-    summary = run_pipeline(tmp_path, "linear")
+def test_linear_head_is_saved_evaluated_and_exported(profiled: Path, tmp_path: Path) -> None:
+    project = copy_project(profiled, tmp_path / "project")
+    summary = run_pipeline(project, "linear", DOWNSTREAM)
     assert summary["strategy"] == "linear" and summary["layer"] in {"pre_logits", "logits"}
     assert summary["val_accuracy"] >= 0.5
-    sidecar = json.loads((tmp_path / "models" / "train" / "head.json").read_text())
+    sidecar = json.loads((project / "models" / "train" / "head.json").read_text())
     assert sidecar["model"] == "efficientnet_lite0" and sidecar["classes"] == ["green", "red"]
-    metrics = check_evaluation(tmp_path)
+    metrics = check_evaluation(project)
     assert metrics["val"]["accuracy"] == pytest.approx(summary["val_accuracy"])
 
 
-def test_finetune_trains_logs_curves_checkpoints_and_resumes(tmp_path: Path) -> None:
-    image_folder(tmp_path / "images", {"red": 8, "green": 8}, size=24)
-    summary = run_pipeline(tmp_path, "finetune")
+def test_finetune_trains_logs_curves_checkpoints_and_resumes(
+    profiled: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    project = copy_project(profiled, tmp_path / "project")
+    summary = run_pipeline(project, "finetune", DOWNSTREAM)
     assert summary["strategy"] == "finetune" and summary["epochs_run"] == 2
     assert {g["name"] for g in summary["groups"]} >= {"head", "pretrained"}
-    out = tmp_path / "models" / "train"
+    out = project / "models" / "train"
     meta = json.loads((out / "model.json").read_text())
     assert meta["classes"] == ["green", "red"] and meta["data_config"]["input_size"] == [3, 64, 64]
     assert (out / "model.safetensors").stat().st_size > 1_000_000
@@ -87,14 +102,14 @@ def test_finetune_trains_logs_curves_checkpoints_and_resumes(tmp_path: Path) -> 
     assert curve[0].split("\t")[:2] == ["epoch", "train_loss"] and len(curve) == 3
     # the epoch is chosen on training images held in, never on the val split it reports
     assert "held_in_accuracy" in curve[0] and summary["held_in_images"] >= 2
-    assert (tmp_path / "models" / "checkpoints" / "last.json").exists()
-    metrics = check_evaluation(tmp_path)
+    assert (project / "models" / "checkpoints" / "last.json").exists()
+    metrics = check_evaluation(project)
     assert metrics["val"]["accuracy"] == pytest.approx(summary["val_accuracy"])
-    assert "evaluation/curves.png" in (tmp_path / "reports" / "report.md").read_text()
+    assert "evaluation/curves.png" in (project / "reports" / "report.md").read_text()
 
-    again = tp("stage", "train", cwd=tmp_path)  # same data and settings: nothing left to train
-    assert again.returncode == 0, again.stderr
-    assert "resuming from the checkpoint of epoch 2" in again.stderr
+    with caplog.at_level(logging.INFO, logger="transferpilot"):
+        run_stages(project, "train")  # same data and settings: nothing left to train
+    assert "resuming from the checkpoint of epoch 2" in caplog.text
     assert json.loads((out / "train.json").read_text()) == summary  # the same result, no timings
 
 
