@@ -8,8 +8,6 @@ tens of seconds, and it runs forward hooks as they are. A graph it cannot expres
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import tempfile
@@ -19,6 +17,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from transferpilot.io import stdout_redirected
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def onnx_export(
     os.close(fd)
     names = list(output_names)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), stdout_redirected(None):  # a failed graph is dumped there
             warnings.simplefilter("ignore")
             common = {"input_names": ["image"], "output_names": names}
             try:

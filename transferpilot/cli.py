@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import typer
 
 from transferpilot import orchestrate
 from transferpilot.errors import IO_EXIT_CODE, ConfigError, ModelError, TransferpilotError
+from transferpilot.io import stdout_redirected
 from transferpilot.orchestrate import offline_environment, parse_cluster
 
 app = typer.Typer(
@@ -23,6 +25,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 log = logging.getLogger("transferpilot")
+
+
+def _stdout_for(as_json: bool) -> contextlib.AbstractContextManager[None]:
+    """With ``--json``, whatever the work prints (a library, an exporter) goes to stderr:
+    stdout holds exactly one JSON document."""
+    return stdout_redirected(2) if as_json else contextlib.nullcontext()
+
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="the parameters file")]
 ModelOpt = Annotated[
@@ -98,19 +107,8 @@ def predict(
 ) -> None:
     """Top-k labels for images: ImageNet's with a pretrained model as-is, or your classes
     with a trained predictor (``--model models/train/predictor.onnx``)."""
-    if model.endswith(".onnx"):
-        from transferpilot.export import Predictor
-
-        if not Path(model).is_file():
-            raise ModelError(f"{model}: no such predictor file (the train stage writes one)")
-        preds = Predictor(Path(model)).predict_files(images, top_k=top_k)
-    else:
-        from transferpilot.device import resolve_device
-        from transferpilot.predict import predict_images
-        from transferpilot.zoo import create_backbone
-
-        backbone = create_backbone(model, arch=arch)
-        preds = predict_images(backbone, images, top_k=top_k, device=resolve_device(device))
+    with _stdout_for(as_json):
+        preds = _predictions(images, model, arch, top_k, device)
     if as_json:
         typer.echo(json.dumps([p.as_dict() for p in preds], indent=2))
     else:
@@ -132,6 +130,21 @@ def predict(
             console.print(table)
     if any(p.error for p in preds):
         raise typer.Exit(3)
+
+
+def _predictions(images: list[Path], model: str, arch: str | None, top_k: int, device: str):
+    if model.endswith(".onnx"):
+        from transferpilot.export import Predictor
+
+        if not Path(model).is_file():
+            raise ModelError(f"{model}: no such predictor file (the train stage writes one)")
+        return Predictor(Path(model)).predict_files(images, top_k=top_k)
+    from transferpilot.device import resolve_device
+    from transferpilot.predict import predict_images
+    from transferpilot.zoo import create_backbone
+
+    backbone = create_backbone(model, arch=arch)
+    return predict_images(backbone, images, top_k=top_k, device=resolve_device(device))
 
 
 @app.command()
@@ -163,7 +176,8 @@ def profile(
     params = params.model_copy(
         update={"model": params.model.model_copy(update={"name": model, "arch": arch})}
     )
-    summary = profile_folder(data, params, sample=sample, remeasure=remeasure).summary()
+    with _stdout_for(as_json):
+        summary = profile_folder(data, params, sample=sample, remeasure=remeasure).summary()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
@@ -178,17 +192,23 @@ def _print_profile(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from transferpilot.decide import candidate_input
+    from transferpilot.decide import against, candidate_input
 
     console = Console()
     ipc = summary["images_per_class"]
+    threshold = summary.get("similarity_threshold")
+    similarity = (
+        f"{summary['similarity']:.2f}"
+        if threshold is None
+        else against(summary["similarity"], threshold)
+    )
     console.print(
         f"[bold]{summary['n_images']} images, {summary['n_classes']} classes[/bold] "
         f"(training images per class: min {ipc['min']:g}, median {ipc['median']:g}, "
         f"max {ipc['max']:g}; imbalance {summary['imbalance']:.1f})"
     )
     console.print(
-        f"size [bold]{summary['size']}[/bold], similarity {summary['similarity']:.2f} → "
+        f"size [bold]{summary['size']}[/bold], similarity {similarity} → "
         f"[bold]{summary['domain']}[/bold]; quadrant [bold]{summary['quadrant']}[/bold]"
     )
     table = Table(box=None, padding=(0, 2))

@@ -122,6 +122,19 @@ class Decision(JsonData):
     transfer_gain: float | None = None  # the chosen candidate's CV accuracy minus that
 
 
+def against(value: float, threshold: float, digits: int = 2) -> str:
+    """``value`` with enough decimals that, read beside ``threshold``, it compares the
+    way it truly does: 0.496 against 0.5 is "0.496", never "0.50 (< 0.5)"."""
+    while digits < 6:
+        shown = round(value, digits)
+        if (shown < threshold) == (value < threshold) and (shown == threshold) == (
+            value == threshold
+        ):
+            break
+        digits += 1
+    return f"{value:.{digits}f}"
+
+
 def load_decision(path: Path) -> Decision:
     """The decide stage's ``decision.json`` at ``path``, or a clear error naming the stage
     to run first."""
@@ -340,13 +353,15 @@ def choose_strategy(  # noqa: C901, PLR0915  (see the comment above)
     if sim.overlap is not None:
         parts.append(f"features overlap ImageNet's statistics {sim.overlap:.2f}")
     sim_words = (
-        f"{'similar to' if similar else 'different from'} ImageNet: similarity {score:.2f} "
+        f"{'similar to' if similar else 'different from'} ImageNet: "
+        f"similarity {against(score, rules.similarity_threshold)} "
         f"({'≥' if similar else '<'} {rules.similarity_threshold}; {', '.join(parts)})"
     )
     auto = "finetune" if large else ("linear" if similar else "svm")
     evidence: dict[str, Any] = {
         "median_images_per_class": size_n,
         "similarity": score,
+        "similarity_threshold": rules.similarity_threshold,
         "probes": {p.layer: p.cv_accuracy for p in profile.layer_probes},
         "second_opinion": {
             f"{p.kind} {p.layer}": p.cv_accuracy

@@ -1,4 +1,4 @@
-"""Small file helpers: atomic writes and content digests.
+"""Small file helpers: atomic writes, content digests and a standard output kept clean.
 
 Every output file is written to a temporary sibling first and renamed into
 place, so a killed run never leaves a half-written file under the final name.
@@ -7,9 +7,12 @@ place, so a killed run never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
+import io
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +30,34 @@ def sha256_file(path: Path) -> str:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _flush_c_stdio() -> None:
+    with contextlib.suppress(Exception):  # no C library to ask (not on this platform)
+        ctypes.CDLL(None).fflush(None)
+
+
+@contextlib.contextmanager
+def stdout_redirected(to: int | None = None) -> Iterator[None]:
+    """Everything written to standard output inside the block goes to file descriptor
+    ``to`` (``None``: discarded): Python's ``print`` and a C++ library writing to file
+    descriptor 1 alike, such as the TorchScript exporter dumping a graph it could not
+    export. ``--json`` output uses it so that stdout holds one JSON document."""
+    sys.stdout.flush()
+    _flush_c_stdio()
+    saved = os.dup(1)
+    sink = os.open(os.devnull, os.O_WRONLY) if to is None else os.dup(to)
+    python_sink: IO[str] = sys.stderr if to == 2 else io.StringIO()
+    try:
+        os.dup2(sink, 1)
+        with contextlib.redirect_stdout(python_sink):
+            yield
+    finally:
+        sys.stdout.flush()
+        _flush_c_stdio()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(sink)
 
 
 @contextlib.contextmanager

@@ -95,6 +95,7 @@ class Assessment(JsonData):
             "imbalance": size.imbalance,
             "size": decision.size,
             "similarity": sim.score,
+            "similarity_threshold": decision.evidence.get("similarity_threshold"),
             "domain": decision.domain,
             "quadrant": decision.quadrant,
             "strategy": decision.strategy,

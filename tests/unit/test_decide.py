@@ -8,7 +8,7 @@ import pytest
 
 from tests.profiles import make_profile
 from transferpilot.config import DecideParams, TrainParams
-from transferpilot.decide import Decision, choose_strategy, finetune_minutes
+from transferpilot.decide import Decision, against, choose_strategy, finetune_minutes
 from transferpilot.errors import ConfigError
 from transferpilot.profile import (
     LayerProbe,
@@ -33,6 +33,29 @@ def test_the_four_quadrants(per_class: int, score: float, quadrant: str, strateg
     assert f"{score:.2f}" in decision.reason and f"{per_class:g}" in decision.reason
     assert not decision.overridden
     assert Decision.from_dict(decision.to_dict()) == decision
+
+
+@pytest.mark.parametrize(
+    ("value", "threshold", "shown"),
+    [
+        (0.496, 0.5, "0.496"),
+        (0.4999, 0.5, "0.4999"),
+        (0.5, 0.5, "0.50"),
+        (0.42, 0.5, "0.42"),
+        (0.504, 0.5, "0.504"),
+        (0.731, 0.5, "0.73"),
+    ],
+)
+def test_a_score_near_its_threshold_shows_the_digits_that_decide(
+    value: float, threshold: float, shown: str
+) -> None:
+    assert against(value, threshold) == shown
+
+
+def test_the_reason_never_rounds_a_score_onto_the_other_side_of_the_threshold() -> None:
+    decision = choose_strategy(make_profile(per_class=100, score=0.496), DecideParams())
+    assert decision.domain == "different"
+    assert "similarity 0.496 (< 0.5" in decision.reason
 
 
 def test_thresholds_come_from_params() -> None:

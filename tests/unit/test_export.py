@@ -161,3 +161,34 @@ def test_foreign_or_broken_files_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ModelError, match="not a transferpilot predictor"):
         Predictor(plain)
+
+
+def test_an_exporter_that_prints_its_failure_leaves_stdout_empty(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TorchScript exporter dumps the graph it could not export to file descriptor 1
+    (847 lines for Lite2 at 260 px); the dynamo exporter then takes over, and stdout
+    stays empty so that ``--json`` stays one document."""
+    import onnxruntime as ort
+
+    from transferpilot import _onnx
+
+    real = torch.onnx.export
+
+    def torchscript_fails(*args, dynamo: bool = False, **kwargs):
+        if not dynamo:
+            import os
+
+            os.write(1, b"graph(%image : Float(2, 3, 8, 8)):\n" * 50)
+            print("a Python print as well")
+            raise RuntimeError("forced: the TorchScript exporter cannot express this")
+        return real(*args, dynamo=dynamo, **kwargs)
+
+    monkeypatch.setattr(_onnx.torch.onnx, "export", torchscript_fails)
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    path = _onnx.onnx_export(module, torch.rand(2, 3, 8, 8), tmp_path / "m.onnx", ["out"])
+    assert capfd.readouterr().out == ""
+    x = np.random.default_rng(0).random((3, 3, 8, 8), dtype=np.float32)
+    (got,) = ort.InferenceSession(str(path)).run(None, {"image": x})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, module(torch.as_tensor(x)).numpy(), atol=1e-5)

@@ -3,8 +3,12 @@ it depends on changed."""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from transferpilot.config import Params
 from transferpilot.intake import Record
@@ -89,3 +93,27 @@ def test_a_changed_reference_folder_or_a_deleted_timing_is_measured_again(
     timing.unlink()
     without_timing = assessment_path(_records(), params, 0)
     assert len({before, with_new_reference, without_timing}) == 3
+
+
+def test_profile_json_is_one_document_whatever_the_work_prints(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a library prints while profiling (Python or a C++ exporter writing to file
+    descriptor 1) goes to stderr under ``--json``; stdout parses as one JSON document."""
+    from transferpilot import cli, profile_folder
+
+    class Noisy:
+        def summary(self) -> dict:
+            return {"strategy": "linear", "similarity": 0.496}
+
+    def noisy_profile(*args, **kwargs) -> Noisy:
+        os.write(1, b"graph(%image : Float(1, 3, 260, 260)):\n" * 20)
+        print("and a print")
+        return Noisy()
+
+    monkeypatch.setattr(profile_folder, "profile_folder", noisy_profile)
+    cli.app(["profile", str(tmp_path), "--json", "--params", str(tmp_path / "none.yaml")],
+            standalone_mode=False)  # fmt: skip
+    out, err = capfd.readouterr()
+    assert json.loads(out) == {"strategy": "linear", "similarity": 0.496}
+    assert "graph(%image" in err and "and a print" in err

@@ -533,7 +533,7 @@ class Finetuner:
 
     def _report(self, entry: EpochLog, improved: bool) -> None:
         log.info(
-            "epoch %d/%d: train loss %.4f acc %.3f, val loss %.4f acc %.3f (%.1f images/s)%s",
+            "epoch %d/%d: train loss %.4f acc %.3f, held-in loss %.4f acc %.3f (%.1f images/s)%s",
             entry.epoch,
             self.config.epochs,
             entry.train_loss,

@@ -49,7 +49,7 @@ class Outcome:
 
 def outcome(project: Path) -> Outcome:
     """Read the decision, the metrics and the report that the stages wrote."""
-    from transferpilot.decide import Decision
+    from transferpilot.decide import Decision, against
     from transferpilot.evaluate import inline_figures
     from transferpilot.profile import Profile
     from transferpilot.stages import Paths
@@ -61,13 +61,15 @@ def outcome(project: Path) -> Outcome:
     report = (paths.reports / "report.md").read_text(encoding="utf-8")
     sim, size = profile.similarity, profile.size
     overlap = "n/a" if sim.overlap is None else f"{sim.overlap:.2f}"
+    threshold = decision.evidence.get("similarity_threshold")
+    similarity = f"{sim.score:.2f}" if threshold is None else against(sim.score, threshold)
     summary = "\n".join(
         [
             "# transferpilot: profile and decision",
             "",
             f"- **{size.n_train}** training images, **{size.n_classes}** classes "
             f"(median {size.images_per_class['median']:g} per class)",
-            f"- similarity to ImageNet **{sim.score:.2f}** "
+            f"- similarity to ImageNet **{similarity}** "
             f"(head certainty {sim.certainty:.2f}, feature overlap {overlap})",
             f"- quadrant **{decision.quadrant}** → **{decision.strategy}** on `{decision.layer}`",
             "",
