@@ -47,7 +47,8 @@ run: $(STAMP) data/digits
 # Two pytest processes (pytest-xdist), each test file whole on one of them: its module
 # fixtures are built once. TEST_WORKERS=0 runs the suite in this process. Each worker
 # (and the stage processes it starts) computes on one thread, so that two workers do not
-# fight over two cores (13.0 min against 15.0 with PyTorch's default threads, at 83e5907).
+# fight over two cores (13.0 min against 15.0 with PyTorch's default threads, at 83e5907;
+# 8.4 min at 46e4e7c, where most tests run their stages in-process on shared projects).
 TEST_WORKERS ?= 2
 TEST_THREADS ?= 1
 
