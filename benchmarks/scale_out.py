@@ -57,7 +57,7 @@ def main() -> None:
     from flows.pipeline import extract_on_cluster
     from transferpilot import orchestrate
     from transferpilot.config import load_params
-    from transferpilot.features import fill_cache, forward_graph, open_cache
+    from transferpilot.features._extract import fill_cache, forward_graph, open_cache
     from transferpilot.intake import read_manifest
     from transferpilot.stages import Paths
     from transferpilot.zoo import create_backbone

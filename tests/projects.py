@@ -38,6 +38,18 @@ def tp(*args: str, cwd: Path, timeout: float = 600, **kwargs) -> subprocess.Comp
     )  # fmt: skip
 
 
+def tp_imports(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """``transferpilot ARGS`` under ``python -X importtime``: the result, and the top-level
+    packages the process imported (what a stage pays before it starts its work)."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "transferpilot", *args], cwd=cwd,
+        env=cli_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    lines = (ln.rsplit("|", 1)[-1].strip() for ln in result.stderr.splitlines())
+    imported = {n.split(".")[0] for n in lines if n and not n.startswith("import time")}
+    return result, imported
+
+
 def start(*args: str, cwd: Path) -> subprocess.Popen:
     """``transferpilot ARGS`` started in a process group of its own (for :func:`kill_when`)."""
     return subprocess.Popen(

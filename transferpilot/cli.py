@@ -134,7 +134,7 @@ def predict(
 
 def _predictions(images: list[Path], model: str, arch: str | None, top_k: int, device: str):
     if model.endswith(".onnx"):
-        from transferpilot.export import Predictor
+        from transferpilot.predictor import Predictor
 
         if not Path(model).is_file():
             raise ModelError(f"{model}: no such predictor file (the train stage writes one)")

@@ -8,6 +8,7 @@ white, palette/CMYK/grayscale converted.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import BinaryIO
 
@@ -68,3 +69,46 @@ class ImageTooLarge(ValueError):
     def __init__(self, width: int, height: int, limit: int) -> None:
         super().__init__(f"{width}x{height} = {width * height:,} pixels, over the limit {limit:,}")
         self.width, self.height, self.limit = width, height, limit
+
+
+#: timm's interpolation names, as Pillow's resampling filters.
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def eval_pixels(img: Image.Image, config: dict) -> np.ndarray | None:
+    """An RGB image as timm's evaluation transform prepares it without normalising:
+    the shorter side resized to ``floor(size / crop_pct)`` (Pillow, as torchvision does
+    for PIL images), the centre ``size`` x ``size`` cropped, (3, H, W) float32 in [0, 1].
+    The same numbers as ``DataConfig.transform()`` with mean 0 and std 1, with Pillow and
+    NumPy alone, so a predictor starts without PyTorch. ``None`` where ``config`` asks
+    for what this does not reproduce (another crop mode, a non-square input, a crop
+    larger than the image, an unknown filter): use the timm transform then.
+    """
+    _, height, width = config["input_size"]
+    crop_pct = config.get("crop_pct") or 0.875
+    resample = _RESAMPLE.get(config.get("interpolation", "bilinear"))
+    if (
+        height != width
+        or config.get("crop_mode", "center") not in (None, "center")
+        or crop_pct > 1.0
+        or resample is None
+    ):
+        return None
+    scale = math.floor(height / crop_pct)  # as timm
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = scale, int(scale * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_h, new_w) != (h, w):
+        img = img.resize((new_w, new_h), resample)
+    top, left = round((new_h - height) / 2.0), round((new_w - width) / 2.0)
+    img = img.crop((left, top, left + width, top + height))
+    pixels = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+    return pixels.astype(np.float32) / np.float32(255.0)

@@ -10,39 +10,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from PIL import Image
 
 from transferpilot.images import open_rgb
+from transferpilot.predictor import Guess, Prediction
 from transferpilot.zoo import Backbone
-
-
-@dataclass(frozen=True)
-class Guess:
-    """One of the top-k answers."""
-
-    label: str
-    index: int
-    prob: float
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The answer for one image, or why there is none."""
-
-    image: str
-    top: tuple[Guess, ...] = ()
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"image": self.image, "top": [asdict(g) for g in self.top]}
-        if self.error:
-            out["error"] = self.error
-        return out
 
 
 def predict_images(

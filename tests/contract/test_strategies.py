@@ -73,6 +73,11 @@ def test_fit_save_load_predict_and_export_agree(name: str, tiny_table, tmp_path:
     assert loaded.classes_ == strategy.classes_
     np.testing.assert_allclose(loaded.predict_proba(table, rows), proba, atol=1e-6)
     assert isinstance(kind.curves(tmp_path / "model"), dict)
+    assert isinstance(kind.needs_network, bool)
+    if not kind.needs_network:  # it predicts from the cached features: no network is built
+        recorded = table.backbone("no-such-model")  # building it would raise
+        reloaded = kind.load(tmp_path / "model", recorded, decision)
+        np.testing.assert_allclose(reloaded.predict_proba(table, rows), proba, atol=1e-6)
 
     # the exported graph computes what the module does, to 1e-5 ...
     module, config = loaded.predictor()

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.images import bad_corpus, image_folder, solid
-from tests.projects import run_stages, tp
+from tests.projects import run_stages, tp, tp_imports
 
 
 def test_bad_params_exit_2_with_the_key_and_no_traceback(tmp_path: Path) -> None:
@@ -202,28 +199,17 @@ def test_profile_names_every_skipped_file_and_why(tmp_path: Path) -> None:
     assert "files skipped" in human.stdout and "truncated.jpg" in human.stdout
 
 
-def _imported(stderr: str) -> set[str]:
-    """The top-level packages ``python -X importtime`` says were imported."""
-    lines = (ln.rsplit("|", 1)[-1].strip() for ln in stderr.splitlines())
-    return {name.split(".")[0] for name in lines if name and not name.startswith("import time")}
-
-
 @pytest.mark.slow
 def test_profile_asked_again_reuses_its_result_and_never_loads_pytorch(tmp_path: Path) -> None:
     image_folder(tmp_path / "images", {"red": 8, "green": 8}, size=24)
     (tmp_path / "params.yaml").write_text("profile:\n  measure_throughput: false\n")
     first = tp("-q", "profile", "images", "--json", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-X", "importtime", "-m", "transferpilot", "-q", "profile"]
-    again = subprocess.run(
-        [*command, "images", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
+    again, imported = tp_imports("-q", "profile", "images", "--json", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     before, after = json.loads(first.stdout), json.loads(again.stdout)
     assert before.pop("reused") is False and after.pop("reused") is True
     assert after == before  # the same answer, every number
-    imported = _imported(again.stderr)
     assert "transferpilot" in imported and not imported & {"torch", "timm", "sklearn"}
 
     human = tp("profile", "images", cwd=tmp_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.images import image_folder
-from tests.projects import copy_project, run_stages, tp
+from tests.projects import copy_project, run_stages, tp_imports
 
 pytestmark = pytest.mark.slow
 
@@ -67,8 +67,10 @@ def check_evaluation(project: Path) -> dict:
 
     rows = json.loads((reports / "evaluation" / "predictions_val.json").read_text())
     model = project / "models" / "train" / "predictor.onnx"
-    result = tp("predict", *(r["path"] for r in rows), "--model", str(model), "--json", cwd=project)
-    assert result.returncode == 0, result.stderr
+    paths = (r["path"] for r in rows)
+    result, imported = tp_imports("predict", *paths, "--model", str(model), "--json", cwd=project)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "onnxruntime" in imported and not imported & {"torch", "timm"}  # starts at once
     answers = json.loads(result.stdout)
     assert [a["top"][0]["label"] for a in answers] == [r["predicted"] for r in rows]
     for answer, row in zip(answers, rows, strict=True):
@@ -85,6 +87,11 @@ def test_linear_head_is_saved_evaluated_and_exported(profiled: Path, tmp_path: P
     assert sidecar["model"] == "efficientnet_lite0" and sidecar["classes"] == ["green", "red"]
     metrics = check_evaluation(project)
     assert metrics["val"]["accuracy"] == pytest.approx(summary["val_accuracy"])
+    # as its own process, evaluating a head on cached features builds no network
+    evaluated, imported = tp_imports("stage", "evaluate", cwd=project)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "sklearn" in imported and not imported & {"torch", "timm"}
+    assert json.loads((project / "reports" / "metrics.json").read_text()) == metrics
 
 
 def test_finetune_trains_logs_curves_checkpoints_and_resumes(

@@ -51,7 +51,7 @@ def test_a_pickled_checkpoint_is_refused_by_weights_only_loading(tmp_path: Path)
 
 
 def test_a_pickle_posing_as_a_predictor_is_refused(tmp_path: Path) -> None:
-    from transferpilot.export import Predictor
+    from transferpilot.predictor import Predictor
 
     marker = tmp_path / "ran"
     with pytest.raises(ModelError, match="not a readable ONNX model"):

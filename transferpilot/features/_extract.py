@@ -399,3 +399,52 @@ def fill_cache(
         backbone, items, cache, device=device, opts=settings, lock=lock, threads=threads
     )
     return cache, stats
+
+
+@dataclass
+class FeatureSet:
+    """Features aligned with the requested images: ``arrays[name]`` is (N, D) float32 for
+    every candidate layer, ``pre_logits`` and ``logits``; ``stats`` says what was computed."""
+
+    arrays: dict[str, np.ndarray]
+    stats: ExtractStats
+
+
+def missing_shards(
+    backbone: Backbone,
+    items: Sequence[tuple[Path, str]],
+    settings: ExtractParams,
+    shards: int,
+    device: torch.device | None = None,
+    *,
+    max_images: int = 1000,
+) -> list[list[tuple[Path, str]]]:
+    """The ``(path, sha256)`` items the cache lacks, one per image, in non-empty groups
+    by image hash: ``shards`` groups, more where a group would exceed ``max_images``
+    on average (a retry then repeats little). An image falls in the same group wherever
+    this runs. On the CPU the ONNX graph is exported here first, so workers that start
+    together find it ready."""
+    cache = open_cache(backbone, settings, device)
+    todo = set(cache.missing(sha for _, sha in items))
+    count = max(1, shards, -(-len(todo) // max_images))
+    groups: list[list[tuple[Path, str]]] = [[] for _ in range(count)]
+    for path, sha in items:
+        if sha in todo:
+            todo.discard(sha)
+            groups[int(sha[:8], 16) % len(groups)].append((path, sha))
+    groups = [g for g in groups if g]
+    if groups and cache.key.runtime == "onnxruntime":
+        forward_graph(backbone, cache, settings)
+    return groups
+
+
+def extract_features(
+    backbone: Backbone,
+    items: Sequence[tuple[Path, str]],
+    settings: ExtractParams,
+    device: torch.device | None = None,
+) -> FeatureSet:
+    """Features of every ``(path, sha256)``, computing only those not cached yet."""
+    cache, stats = fill_cache(backbone, items, settings, device)
+    names = output_names(backbone)
+    return FeatureSet(cache.read([sha for _, sha in items], names), stats)

@@ -20,24 +20,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from transferpilot._registry import JsonData
 from transferpilot.config import ExtractParams
-from transferpilot.features._extract import (
-    MEAN_PREFIX,
-    SQ_PREFIX,
-    ExtractStats,
-    fill_cache,
-    output_names,
-)
-from transferpilot.features._moments import moment_points, running_stats, unique_points
+from transferpilot.errors import ModelError
 from transferpilot.intake import Record, read_manifest
 from transferpilot.io import read_json, save_npy, save_npz, write_json
 from transferpilot.layer_names import JOIN, parts
-from transferpilot.zoo import Backbone
+
+if TYPE_CHECKING:
+    from transferpilot.features._extract import ExtractStats
+    from transferpilot.zoo import Backbone
 
 IMAGENET = "imagenet"
 ALL = "all"
@@ -105,6 +101,8 @@ def _write_moments(
     """Per-channel mean and variance at each BatchNorm input, per scope (every image, each
     split) and ImageNet's (the running statistics), into ``moments.npz``; returns the
     channels of each point."""
+    from transferpilot.features._moments import running_stats  # defers torch
+
     imagenet = running_stats(backbone.model, bns)
     channels = [int(imagenet[b][0].numel()) for b in bns]
     zeros = np.zeros(sum(channels))
@@ -142,6 +140,14 @@ def write_table(
     output is streamed to disk ``chunk_rows`` rows at a time, so memory stays
     bounded whatever the number of images.
     """
+    from transferpilot.features._extract import (  # defers torch
+        MEAN_PREFIX,
+        SQ_PREFIX,
+        fill_cache,
+        output_names,
+    )
+    from transferpilot.features._moments import moment_points, unique_points
+
     cache, stats = fill_cache(backbone, [(r.path, r.sha256) for r in records], settings, device)
     names = output_names(backbone)
     points = moment_points(backbone.model, [layer.name for layer in backbone.layers])
@@ -200,6 +206,33 @@ def write_table(
     return meta, stats
 
 
+class RecordedBackbone:
+    """The backbone that made a feature table, as its ``meta.json`` records it: ``spec``
+    and ``weights_digest`` at once, without PyTorch; anything else (the network, its
+    layers, its preprocessing) builds it on first use, once, and checks that its weights
+    are those the features were computed with."""
+
+    def __init__(self, meta: FeatureMeta, name: str, arch: str | None = None) -> None:
+        self.spec, self.weights_digest = meta.model, meta.weights_digest
+        self._name, self._arch = name, arch
+        self._built: Backbone | None = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        if self._built is None:
+            from transferpilot.zoo import create_backbone  # defers torch and timm
+
+            built = create_backbone(self._name, arch=self._arch)
+            if built.weights_digest != self.weights_digest:
+                raise ModelError(
+                    f"{self._name}: its weights are not those the features were computed "
+                    "with (weights digest differs): run the extract stage again"
+                )
+            self._built = built
+        return getattr(self._built, attr)
+
+
 @dataclass(frozen=True)
 class FeatureTable:
     """What later stages read: the records, and features aligned with them."""
@@ -213,6 +246,11 @@ class FeatureTable:
         """The folder :func:`write_table` wrote, with the manifest its rows follow."""
         meta = FeatureMeta.from_dict(read_json(root / "meta.json", produced_by="extract"))
         return cls(read_manifest(manifest), meta, root)
+
+    def backbone(self, name: str, arch: str | None = None) -> RecordedBackbone:
+        """The backbone ``name`` that made these features, built only when asked for more
+        than its name and digest (:class:`RecordedBackbone`)."""
+        return RecordedBackbone(self.meta, name, arch)
 
     def array(self, name: str) -> np.ndarray:
         """(N, D) features of one output, memory-mapped; a joined name

@@ -31,7 +31,6 @@ import numpy as np
 
 from transferpilot.config import EvaluateParams, ModelParams
 from transferpilot.decide import Decision, load_decision
-from transferpilot.device import resolve_device
 from transferpilot.errors import DataError
 from transferpilot.evaluate import (
     build_report,
@@ -42,13 +41,12 @@ from transferpilot.evaluate import (
     plot_mistakes,
     to_html,
 )
-from transferpilot.export import Predictor
 from transferpilot.features import FeatureTable
 from transferpilot.intake import Record
 from transferpilot.io import fresh_dir, write_json, write_text
+from transferpilot.predictor import Predictor
 from transferpilot.stages import Paths, chosen_model, register_stage
 from transferpilot.strategies import Context, get_strategy
-from transferpilot.zoo import create_backbone
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +61,16 @@ def _probabilities(
     table: FeatureTable,
     rows: dict[str, np.ndarray],
 ) -> tuple[list[str], dict[str, np.ndarray]]:
-    """(classes, {split: (n, classes) probabilities}) from what the train stage saved."""
-    backbone = create_backbone(model.name, arch=model.arch)
-    strategy = get_strategy(decision.strategy).load(
-        paths.models, backbone, decision, Context(device=resolve_device(params.device))
-    )
+    """(classes, {split: (n, classes) probabilities}) from what the train stage saved.
+    A head on cached features builds no network and imports no PyTorch."""
+    kind = get_strategy(decision.strategy)
+    context = Context()
+    if kind.needs_network:
+        from transferpilot.device import resolve_device  # defers torch
+
+        context = Context(device=resolve_device(params.device))
+    backbone = table.backbone(model.name, model.arch)
+    strategy = kind.load(paths.models, backbone, decision, context)
     return strategy.classes_, {s: strategy.predict_proba(table, r) for s, r in rows.items()}
 
 

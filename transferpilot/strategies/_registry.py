@@ -52,12 +52,15 @@ class Strategy(Protocol):
 
     What the stages ask of a strategy without naming it: ``distributed`` (it trains on
     several processes when ``train.nproc_per_node`` or ``train.nnodes`` ask),
+    ``needs_network`` (``False``: it predicts from cached features alone, so the evaluate
+    stage builds no network, picks no device and imports no PyTorch for it),
     ``probability_note`` (a sentence the report prints under its metrics; empty: none)
     and :meth:`curves` (per-epoch curves it saved; empty: none).
     """
 
     name: ClassVar[str]
     distributed: ClassVar[bool]
+    needs_network: ClassVar[bool]
     probability_note: ClassVar[str]
     classes_: list[str]
     summary_: dict[str, Any]
@@ -88,9 +91,11 @@ class Strategy(Protocol):
 
 
 class Defaults:
-    """The protocol's hooks as most strategies answer them: one process, no note, no curves."""
+    """The protocol's hooks as most strategies answer them: one process, the network at
+    hand, no note, no curves."""
 
     distributed: ClassVar[bool] = False
+    needs_network: ClassVar[bool] = True
     probability_note: ClassVar[str] = ""
 
     @classmethod

@@ -36,6 +36,7 @@ class FeatureStrategy(Defaults):
     name = ""  # set by register_strategy
     kind = ""  # the LinearClassifier's kind: the strategy's name unless set
     FILE = "head.joblib"
+    needs_network = False  # fit, load and predict read the cached features; export builds it
 
     def __init__(
         self, backbone: Backbone, decision: Decision, context: Context = Context()
