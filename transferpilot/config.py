@@ -322,6 +322,16 @@ class TrainParams(Section):
     export: bool = Field(
         True, description="write models/train/predictor.onnx (backbone + head, self-contained)"
     )
+    label_issues: bool = Field(
+        True,
+        description="look for mislabelled training images (confident learning on out-of-fold"
+        " probabilities; listed in reports/label_issues.csv, never dropped unless asked)",
+    )
+    drop_label_issues: bool = Field(
+        False,
+        description="train again without the training images flagged as mislabelled, and"
+        " report the val accuracy both ways",
+    )
     train_bn: bool = Field(
         False,
         description="trained layers' BatchNorms use batch statistics (default: ImageNet's)",

@@ -140,6 +140,7 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("need at least two classes to fit a classifier")
         folds = max(2, min(self.cv_folds, int(counts.min())))
         self.temperature_ = 1.0
+        self.oof_proba_: np.ndarray | None = None
         pipeline = Pipeline(self._steps(X, folds))
         grid = list(self.c_grid)
         if int(counts.min()) < 2:  # too few to cross-validate: take the middle of the grid
@@ -179,11 +180,24 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
                     n_jobs=self.n_jobs,
                 )
                 targets = np.searchsorted(self.model_.classes_, y)
-                self.temperature_ = fit_temperature(as_logits(held_in, self.kind), targets)
+                logits = as_logits(held_in, self.kind)
+                self.temperature_ = fit_temperature(logits, targets)
+                self.oof_proba_ = softmax(logits / self.temperature_, axis=1)
         self.cv_folds_ = folds
         self.classes_ = self.model_.classes_
         self.n_features_in_ = X.shape[1]
         return self
+
+    def out_of_fold_proba(self) -> np.ndarray | None:
+        """(rows fitted, classes) probabilities of each training row from the CV fit that
+        did not see it (calibrated as :meth:`predict_proba`); ``None`` where no CV ran.
+        Evidence about the training rows, not part of the model: never pickled."""
+        return getattr(self, "oof_proba_", None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("oof_proba_", None)
+        return state
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self, "model_")

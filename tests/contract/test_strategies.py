@@ -63,6 +63,10 @@ def test_fit_save_load_predict_and_export_agree(name: str, tiny_table, tmp_path:
     assert strategy.fit(table, split == "train", split == "val") is strategy
     assert sorted(strategy.classes_) == ["goldfish", "tench"]
     assert isinstance(strategy.summary_, dict)
+    oof = strategy.out_of_fold_proba()  # the label-issue evidence, when it has its own
+    if oof is not None:
+        assert oof.shape == ((split == "train").sum(), 2)
+        np.testing.assert_allclose(oof.sum(1), 1.0, rtol=1e-5)
     rows = np.flatnonzero(split == "val")
     proba = strategy.predict_proba(table, rows)
     assert proba.shape == (len(rows), 2)

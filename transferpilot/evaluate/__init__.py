@@ -19,6 +19,7 @@ from transferpilot.evaluate._plots import (
 )
 from transferpilot.evaluate._report import (
     SECTIONS,
+    SHOWN_ISSUES,
     build_report,
     inline_figures,
     to_html,
@@ -27,6 +28,7 @@ from transferpilot.evaluate._report import (
 
 __all__ = [
     "SECTIONS",
+    "SHOWN_ISSUES",
     "Evaluation",
     "Mistake",
     "build_report",

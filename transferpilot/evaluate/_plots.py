@@ -63,7 +63,12 @@ def plot_confusion(evaluation: Evaluation, path: Path, title: str) -> Path:
     return save_figure(fig, path)
 
 
-def plot_mistakes(mistakes: Sequence[Mistake], path: Path, root: Path = Path(".")) -> Path:
+def plot_mistakes(
+    mistakes: Sequence[Mistake],
+    path: Path,
+    root: Path = Path("."),
+    title: str = "Most confident mistakes (actual → predicted, probability)",
+) -> Path:
     """A grid of thumbnails, each captioned 'actual → predicted (probability)'."""
     plt = pyplot()
     cols = 4
@@ -82,7 +87,7 @@ def plot_mistakes(mistakes: Sequence[Mistake], path: Path, root: Path = Path("."
             ax.text(0, 0.5, f"unreadable: {err}", fontsize=7, wrap=True)
         ax.set_title(f"{m.actual} → {m.predicted} ({m.confidence:.2f})", fontsize=9)
         ax.set_xlabel(Path(m.path).name, fontsize=7)
-    fig.suptitle("Most confident mistakes (actual → predicted, probability)")
+    fig.suptitle(title)
     return save_figure(fig, path)
 
 

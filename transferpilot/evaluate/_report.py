@@ -19,7 +19,16 @@ from typing import Any
 from transferpilot.decide import candidate_input
 
 #: Section titles, in order; tests and readers can rely on them.
-SECTIONS = ("Data", "Profile", "Decision", "Training", "Metrics", "Mistakes", "Predictor")
+SECTIONS = (
+    "Data",
+    "Profile",
+    "Decision",
+    "Training",
+    "Metrics",
+    "Mistakes",
+    "Label issues",
+    "Predictor",
+)
 
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 
@@ -224,6 +233,44 @@ def _mistakes_section(mistakes: Sequence[Mapping[str, Any]], figures: Mapping[st
     return "\n".join(text)
 
 
+#: Label issues listed in the report (``reports/label_issues.csv`` has them all).
+SHOWN_ISSUES = 12
+
+
+def _label_issues_section(
+    issues: Mapping[str, Any] | None, train: Mapping[str, Any], figures: Mapping[str, str]
+) -> str:
+    if not issues:
+        return "Not looked for (`train.label_issues: false`)."
+    if issues.get("skipped"):
+        return f"Not looked for: {issues['skipped']}."
+    found, checked = issues["issues"], issues["checked"]
+    text = [
+        f"**{len(found)}** of {checked} training images ({len(found) / max(checked, 1):.1%}) "
+        "look mislabelled: confident learning (cleanlab) on the out-of-fold probabilities of "
+        f"{issues['source']}, each from a fit that did not see the image. They are suspects "
+        "for a person to look at, most suspect first, all in `reports/label_issues.csv`."
+    ]
+    text += [f"- **Note:** {w}" for w in issues.get("warnings", [])]
+    if "label_issues_dropped" in train:
+        text += [
+            "",
+            f"Trained without them (`train.drop_label_issues`): val accuracy "
+            f"{_fmt(train.get('val_accuracy_with_label_issues'))} with them, "
+            f"{_fmt(train.get('val_accuracy'))} without.",
+        ]
+    if found:
+        rows = [
+            [i["path"], i["given"], i["suggested"], i["given_prob"], i["suggested_prob"]]
+            for i in found[:SHOWN_ISSUES]
+        ]
+        header = ["image", "labelled", "looks like", "p(labelled)", "p(looks like)"]
+        text += ["", _table(header, rows)]
+    if "label_issues" in figures:
+        text += ["", f"![suspected label issues]({figures['label_issues']})"]
+    return "\n".join(text)
+
+
 def _predictor_section(predictor: Mapping[str, Any]) -> str:
     if not predictor:
         return "No predictor was exported."
@@ -251,6 +298,7 @@ def build_report(
     predictor: Mapping[str, Any],
     figures: Mapping[str, str],
     probability_note: str = "",
+    label_issues: Mapping[str, Any] | None = None,
 ) -> str:
     """The report as Markdown; ``figures`` maps figure keys to PNG paths relative to it;
     ``probability_note``: what the strategy says of its probabilities (under the metrics)."""
@@ -270,6 +318,7 @@ def build_report(
         "Training": _training_section(train, figures),
         "Metrics": _metrics_section(metrics, per_class, figures, probability_note),
         "Mistakes": _mistakes_section(mistakes, figures),
+        "Label issues": _label_issues_section(label_issues, train, figures),
         "Predictor": _predictor_section(predictor),
     }
     parts = ["# transferpilot report", "", headline]

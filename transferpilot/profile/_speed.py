@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from transferpilot.io import write_json
+from transferpilot.profile._size import training_size
 
 if TYPE_CHECKING:
     import torch
@@ -63,8 +64,6 @@ def measure_throughput(
     down, and it should not talk the budget rule out of fine-tuning.
     """
     import torch
-
-    from transferpilot.profile._size import training_size
 
     size = backbone.data_config.input_size[1]
     if input_size:

@@ -101,6 +101,12 @@ class Paths:
         return self.models / "predictor.onnx"
 
     @property
+    def label_issues(self) -> Artefact:
+        """``train``: the training images that look mislabelled
+        (:class:`~transferpilot.label_issues.LabelIssues`)."""
+        return Artefact(self.models / "label_issues.json", "train")
+
+    @property
     def reports(self) -> Path:
         """The evaluate stage's metrics, plots and report."""
         return self.root / "reports"

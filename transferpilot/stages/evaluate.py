@@ -33,6 +33,8 @@ from transferpilot.config import EvaluateParams, ModelParams
 from transferpilot.decide import Decision, load_decision
 from transferpilot.errors import DataError
 from transferpilot.evaluate import (
+    SHOWN_ISSUES,
+    Mistake,
     build_report,
     confident_mistakes,
     evaluate_predictions,
@@ -145,6 +147,31 @@ def _side_figures(strategy: Any, paths: Paths, folder: Path) -> dict[str, str]:
     return figures
 
 
+def _label_issues(paths: Paths, folder: Path) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """The train stage's label issues (``None``: not looked for), as
+    ``reports/label_issues.csv`` and a gallery of the most suspect in ``folder``."""
+    looked = paths.label_issues.path.is_file()
+    issues = paths.label_issues.read_json() if looked else {"issues": []}
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "labelled", "looks_like", "p_labelled", "p_looks_like"])
+    for i in issues["issues"]:
+        writer.writerow(
+            [i["path"], i["given"], i["suggested"], f"{i['given_prob']:.4f}",
+             f"{i['suggested_prob']:.4f}"]
+        )  # fmt: skip
+    write_text(paths.reports / "label_issues.csv", buffer.getvalue())  # a DVC output: always
+    if not issues["issues"]:
+        return (issues if looked else None), {}
+    suspects = [
+        Mistake(i["path"], i["given"], i["suggested"], i["suggested_prob"])
+        for i in issues["issues"][:SHOWN_ISSUES]
+    ]
+    title = "Suspected label issues (labelled → looks like, probability)"
+    plot_mistakes(suspects, folder / "label_issues.png", title=title)
+    return issues, {"label_issues": "evaluation/label_issues.png"}
+
+
 def _write_report(
     paths: Paths,
     metrics: dict[str, Any],
@@ -153,6 +180,7 @@ def _write_report(
     check: dict[str, Any] | None,
     figures: dict[str, str],
     strategy: Any,
+    label_issues: dict[str, Any] | None,
 ) -> None:
     """``reports/report.md`` and its HTML: the data, profile, decision, training, metrics."""
     report = build_report(
@@ -166,6 +194,7 @@ def _write_report(
         predictor=check,
         figures=figures,
         probability_note=strategy.probability_note,
+        label_issues=label_issues,
     )
     write_text(paths.reports / "report.md", report)
     write_text(paths.reports / "report.html", to_html(report, paths.reports))
@@ -217,6 +246,8 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
         write_json(tmp / "mistakes.json", [vars(m) for m in mistakes])
         write_json(tmp / "per_class.json", per_class)
         figures |= _side_figures(strategy, paths, tmp)
+        issues, issue_figures = _label_issues(paths, tmp)
+        figures |= issue_figures
         check = _check_predictor(
             paths.predictor, [rec.path for rec in shown], proba[headline], params.check_images
         )
@@ -229,7 +260,7 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
                 check["checked"],
             )
     write_json(paths.metrics.path, metrics)
-    _write_report(paths, metrics, per_class, mistakes, check, figures, strategy)
+    _write_report(paths, metrics, per_class, mistakes, check, figures, strategy, issues)
     summary = {
         "headline_split": headline,
         **{f"{headline}_{k}": v for k, v in metrics[headline].items()},

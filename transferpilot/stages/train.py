@@ -24,7 +24,10 @@ import contextlib
 import logging
 import shutil
 import time
+from collections import Counter
 from typing import Any
+
+import numpy as np
 
 from transferpilot.config import ModelParams
 from transferpilot.decide import load_decision
@@ -33,6 +36,8 @@ from transferpilot.export import export_onnx
 from transferpilot.features import FeatureTable
 from transferpilot.finetune import _distributed as distributed
 from transferpilot.io import write_json
+from transferpilot.label_issues import LabelIssues, find_label_issues, probe_proba, skipped
+from transferpilot.layer_names import PRE_LOGITS, linear_inputs
 from transferpilot.stages import Paths, chosen_model, register_stage
 from transferpilot.strategies import Context, get_strategy
 from transferpilot.zoo import create_backbone
@@ -70,7 +75,16 @@ def _train(model: ModelParams, decision: Any, paths: Paths, device: Any) -> dict
     strategy.fit(table, split == "train", split == "val")
     if not main:
         return {}
+    issues = _label_issues(strategy, decision, table) if decision.train.label_issues else None
+    cleaned: dict[str, Any] = {}
+    if issues is not None and issues.count and decision.train.drop_label_issues:
+        strategy, cleaned = _without(issues, strategy, decision, table, backbone, paths, device)
     strategy.save(out)
+    if issues is not None:
+        write_json(paths.label_issues.path, issues.to_dict())
+        log.info("train: %s", issues.words())
+        for warning in issues.warnings:
+            log.warning("label issues: %s", warning)
     if decision.train.export:
         export_start = time.perf_counter()
         module, data_config = strategy.predictor()
@@ -93,6 +107,8 @@ def _train(model: ModelParams, decision: Any, paths: Paths, device: Any) -> dict
         "strategy": decision.strategy,
         "layer": decision.layer,
         **strategy.summary_,
+        **({} if issues is None else {"label_issues": issues.count}),
+        **cleaned,
     }
     write_json(paths.train_json.path, summary)
     log.info(
@@ -103,3 +119,57 @@ def _train(model: ModelParams, decision: Any, paths: Paths, device: Any) -> dict
         time.perf_counter() - start,
     )
     return summary
+
+
+def _label_issues(strategy: Any, decision: Any, table: FeatureTable) -> LabelIssues:
+    """The training images that look mislabelled, by the chosen head's out-of-fold
+    probabilities or, for a strategy without them, those of softmax regression on the
+    layer whose head cross-validated best."""
+    train = np.flatnonzero(table.split == "train")
+    records = [table.records[i] for i in train]
+    labels = [r.label for r in records]
+    proba, classes = strategy.out_of_fold_proba(), strategy.classes_
+    source = f"the chosen head ({decision.strategy} on {decision.layer})"
+    if proba is None:
+        heads = [c for c in decision.candidates if c.strategy in ("linear", "svm") and c.score]
+        layer = max(heads, key=lambda c: c.score).layer if heads else PRE_LOGITS
+        source = f"softmax regression on {layer} (cross-validated)"
+        if min(Counter(labels).values()) < 2:
+            return skipped(source, len(labels), "a class has fewer than 2 training images")
+        proba = probe_proba(linear_inputs(layer, table.array(layer))[train], labels, decision.train)
+        classes = sorted(set(labels))
+    if proba is None:
+        return skipped(source, len(labels), "too few training images to cross-validate")
+    return find_label_issues([str(r.path) for r in records], labels, proba, classes, source=source)
+
+
+def _without(
+    issues: LabelIssues,
+    strategy: Any,
+    decision: Any,
+    table: FeatureTable,
+    backbone: Any,
+    paths: Paths,
+    device: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """The strategy trained again on the training images less those flagged, and what that
+    changed (``train.drop_label_issues``)."""
+    flagged = issues.droppable()
+    if not flagged:
+        return strategy, {"label_issues_dropped": 0}
+    split = table.split
+    keep = (split == "train") & np.array([str(r.path) not in flagged for r in table.records])
+    log.info(
+        "train: again without the %d flagged training images",
+        int((split == "train").sum() - keep.sum()),
+    )
+    again = get_strategy(decision.strategy)(
+        backbone, decision, Context(device=device, checkpoint_dir=paths.checkpoints / "cleaned")
+    )
+    again.fit(table, keep, split == "val")
+    before, after = strategy.summary_.get("val_accuracy"), again.summary_.get("val_accuracy")
+    log.info("train: val accuracy %s with the flagged images, %s without", before, after)
+    return again, {
+        "label_issues_dropped": len(flagged),
+        "val_accuracy_with_label_issues": before,
+    }

@@ -89,6 +89,11 @@ class Strategy(Protocol):
         """The module the ONNX export wraps (images in, probabilities out), and its input."""
         ...
 
+    def out_of_fold_proba(self) -> np.ndarray | None:
+        """(training rows, classes) probabilities, each from a fit that did not see the row
+        (its cross-validation), in ``classes_`` order; ``None`` when it has none."""
+        ...
+
 
 class Defaults:
     """The protocol's hooks as most strategies answer them: one process, the network at
@@ -101,6 +106,9 @@ class Defaults:
     @classmethod
     def curves(cls, directory: Path) -> dict[str, list[float]]:
         return {}
+
+    def out_of_fold_proba(self) -> np.ndarray | None:
+        return None
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy", ConfigError)

@@ -126,6 +126,9 @@ class FeatureStrategy(Defaults):
         strategy.pool_grid_ = int(meta.get("pool_grid", 1))
         return strategy
 
+    def out_of_fold_proba(self) -> np.ndarray | None:
+        return self.estimator_.out_of_fold_proba()
+
     def predict_proba(self, table: FeatureTable, rows: np.ndarray) -> np.ndarray:
 
         X = linear_inputs(self.layer, table.array(self.layer))
