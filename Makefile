@@ -85,6 +85,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.overhead
 	$(BIN)/python -m benchmarks.scale
 	$(BIN)/python -m benchmarks.scale_out
+	$(BIN)/python -m benchmarks.label_issues
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.extract --quick
@@ -94,4 +95,5 @@ bench-quick: $(STAMP)
 clean:
 	rm -rf data/prepared data/features data/profile data/decision data/digits models/train \
 		models/checkpoints reports/evaluation reports/report.md reports/report.html \
+		reports/label_issues.csv \
 		.pytest_cache .ruff_cache site
