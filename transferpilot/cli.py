@@ -249,6 +249,15 @@ def _print_profile(summary: dict) -> None:
             c["verdict"],
         )
     console.print(candidates)
+    _print_findings(console, summary)
+    console.print(f"[bold]{summary['strategy']}[/bold] on {summary['layer']}")
+    console.print(summary["reason"], soft_wrap=False)
+    if summary.get("reused"):
+        console.print("(reused: the same images, settings and code as before; --remeasure)")
+
+
+def _print_findings(console: Any, summary: dict) -> None:
+    """What the intake skipped and which training images look mislabelled."""
     skipped = summary["skipped"]
     if skipped:
         console.print(f"[bold]{len(skipped)} files skipped[/bold] (as the prepare stage would):")
@@ -256,10 +265,11 @@ def _print_profile(summary: dict) -> None:
             console.print(f"  {item['file']}: {item['reason']}", markup=False, soft_wrap=True)
         if len(skipped) > SHOWN_SKIPPED:
             console.print(f"  ... and {len(skipped) - SHOWN_SKIPPED} more (--json lists them all)")
-    console.print(f"[bold]{summary['strategy']}[/bold] on {summary['layer']}")
-    console.print(summary["reason"], soft_wrap=False)
-    if summary.get("reused"):
-        console.print("(reused: the same images, settings and code as before; --remeasure)")
+    issues = summary.get("label_issues")
+    if issues:
+        console.print(issues["words"], soft_wrap=True)
+        for warning in issues["warnings"]:
+            console.print(f"  note: {warning}", markup=False, soft_wrap=True)
 
 
 OverrideOpt = Annotated[

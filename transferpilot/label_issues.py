@@ -22,14 +22,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from transferpilot._registry import JsonData
+from transferpilot.layer_names import PRE_LOGITS, linear_inputs
 
 if TYPE_CHECKING:
     from transferpilot.config import TrainParams
+    from transferpilot.features import FeatureTable
 
 #: Fewer training images than this in some class, and no issue is looked for.
 MIN_PER_CLASS = 2
@@ -145,3 +147,27 @@ def probe_proba(X: np.ndarray, labels: Sequence[str], settings: TrainParams) -> 
     from transferpilot.estimators import LinearClassifier  # defers scikit-learn
 
     return LinearClassifier.from_settings("linear", settings).fit(X, labels).out_of_fold_proba()
+
+
+def probe_issues(table: FeatureTable, layer: str, settings: TrainParams) -> LabelIssues:
+    """Label issues among the training rows of ``table`` by softmax regression on ``layer``'s
+    cached features, cross-validated with ``settings``."""
+    train = np.flatnonzero(table.split == "train")
+    labels = [str(label) for label in table.labels[train]]
+    source = f"softmax regression on {layer} (cross-validated)"
+    if not labels or min(Counter(labels).values()) < MIN_PER_CLASS:
+        return skipped(
+            source, len(labels), f"a class has fewer than {MIN_PER_CLASS} training images"
+        )
+    proba = probe_proba(linear_inputs(layer, table.array(layer))[train], labels, settings)
+    if proba is None:
+        return skipped(source, len(labels), "too few training images to cross-validate")
+    paths = [str(table.records[i].path) for i in train]
+    return find_label_issues(paths, labels, proba, sorted(set(labels)), source=source)
+
+
+def head_layer(candidates: Sequence[Any]) -> str:
+    """The layer whose head (softmax regression or the linear SVM) scored best among a
+    decision's candidates; the CNN codes when none was scored."""
+    heads = [c for c in candidates if c.strategy in ("linear", "svm") and c.score is not None]
+    return max(heads, key=lambda c: c.score).layer if heads else PRE_LOGITS

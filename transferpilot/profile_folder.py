@@ -41,13 +41,14 @@ from transferpilot.decide import Decision, choose_strategy
 from transferpilot.errors import DataError
 from transferpilot.intake import Finding, Intake, Record, prepare_dataset
 from transferpilot.io import write_json
+from transferpilot.label_issues import LabelIssues, head_layer, probe_issues
 from transferpilot.profile import Profile, size_profile, stratified_sample
 from transferpilot.profile._speed import cpu_name, user_cache_dir
 
 log = logging.getLogger(__name__)
 
 #: Bumped when what an assessment holds, or how its key is made, changes.
-ASSESSMENT_FORMAT = 1
+ASSESSMENT_FORMAT = 2
 #: The distributions whose versions change a profile's numbers.
 PACKAGES = (
     "torch",
@@ -70,6 +71,8 @@ class Assessment(JsonData):
     findings: tuple[Finding, ...] = ()
     #: read back from ``profile.cache_dir`` rather than measured by this call
     cached: bool = field(default=False, compare=False)
+    #: training images of the sample that look mislabelled (``train.label_issues``)
+    label_issues: LabelIssues | None = None
 
     def summary(self) -> dict[str, Any]:
         """The flat JSON of ``transferpilot profile --json``."""
@@ -124,6 +127,7 @@ class Assessment(JsonData):
             "reference": profile.reference,
             "backbones": None if profile.backbones is None else profile.backbones.table(),
             "reused": self.cached,
+            "label_issues": _issues_summary(self.label_issues),
         }
 
 
@@ -171,17 +175,32 @@ def _assess(intake: Intake, params: Params, sample: int, remeasure: bool) -> Ass
     device = resolve_device(params.extract.device)
     with tempfile.TemporaryDirectory(prefix="transferpilot-profile-") as tmp:
         meta, _ = write_table(backbone, records, Path(tmp), params.extract, device=device)
+        table = FeatureTable(records, meta, Path(tmp))
         profile = build_profile(
-            FeatureTable(records, meta, Path(tmp)),
+            table,
             backbone,
             params.profile,
             params.extract,
             size=size_profile(intake.records),
             remeasure=remeasure,
         )
-    profile = replace(profile, backbones=ranking)
-    decision = choose_strategy(profile, params.decide, params.train)
-    return Assessment(profile, decision, tuple(intake.findings))
+        profile = replace(profile, backbones=ranking)
+        decision = choose_strategy(profile, params.decide, params.train)
+        issues = None
+        if params.train.label_issues:  # the probe's C where it was chosen by CV already
+            layer = head_layer(decision.candidates)
+            probe = next(
+                (p for p in profile.probes if (p.layer, p.kind) == (layer, "linear")), None
+            )
+            grid = (probe.best_c,) if probe is not None else params.train.c_grid
+            issues = probe_issues(table, layer, params.train.model_copy(update={"c_grid": grid}))
+    return Assessment(profile, decision, tuple(intake.findings), label_issues=issues)
+
+
+def _issues_summary(issues: LabelIssues | None) -> dict[str, Any] | None:
+    if issues is None:
+        return None
+    return {"count": issues.count, "words": issues.words()} | issues.to_dict()
 
 
 def assessment_key(records: Sequence[Record], params: Params, sample: int) -> dict[str, Any]:

@@ -158,8 +158,12 @@ def test_profile_json_has_what_a_script_needs(tmp_path: Path) -> None:
     assert all(row["probe_accuracy"] is not None for row in out["layers"])
     assert out["reference"]["images"] == 6 and out["reference"]["frechet_pre_logits"] >= 0
     assert out["throughput"]["train_images_per_s"] > 0
+    issues = out["label_issues"]  # counted on the profiled images, as the train stage would
+    assert issues["checked"] > 0 and issues["count"] == len(issues["issues"])
+    assert issues["source"].startswith("softmax regression on ") and issues["words"]
     human = tp("profile", "images", cwd=tmp_path)
     assert human.returncode == 0 and "quadrant" in human.stdout and "Decision:" in human.stdout
+    assert issues["words"].split(" (")[0] in " ".join(human.stdout.split())
 
 
 def test_run_with_a_missing_data_folder_fails_at_once_and_changes_nothing(

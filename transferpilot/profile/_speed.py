@@ -152,8 +152,6 @@ def cached_throughput(
     Kept as JSON under :func:`user_cache_dir` (``throughput/``); ``remeasure``
     times it again and replaces the kept value.
     """
-    from transferpilot.profile._size import training_size
-
     size = backbone.data_config.input_size[1]
     if images is not None:
         size = training_size(images, size)

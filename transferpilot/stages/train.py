@@ -24,7 +24,6 @@ import contextlib
 import logging
 import shutil
 import time
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -36,8 +35,7 @@ from transferpilot.export import export_onnx
 from transferpilot.features import FeatureTable
 from transferpilot.finetune import _distributed as distributed
 from transferpilot.io import write_json
-from transferpilot.label_issues import LabelIssues, find_label_issues, probe_proba, skipped
-from transferpilot.layer_names import PRE_LOGITS, linear_inputs
+from transferpilot.label_issues import LabelIssues, find_label_issues, head_layer, probe_issues
 from transferpilot.stages import Paths, chosen_model, register_stage
 from transferpilot.strategies import Context, get_strategy
 from transferpilot.zoo import create_backbone
@@ -124,23 +122,19 @@ def _train(model: ModelParams, decision: Any, paths: Paths, device: Any) -> dict
 def _label_issues(strategy: Any, decision: Any, table: FeatureTable) -> LabelIssues:
     """The training images that look mislabelled, by the chosen head's out-of-fold
     probabilities or, for a strategy without them, those of softmax regression on the
-    layer whose head cross-validated best."""
+    layer whose head scored best in the decision."""
+    proba = strategy.out_of_fold_proba()
+    if proba is None:
+        return probe_issues(table, head_layer(decision.candidates), decision.train)
     train = np.flatnonzero(table.split == "train")
     records = [table.records[i] for i in train]
-    labels = [r.label for r in records]
-    proba, classes = strategy.out_of_fold_proba(), strategy.classes_
-    source = f"the chosen head ({decision.strategy} on {decision.layer})"
-    if proba is None:
-        heads = [c for c in decision.candidates if c.strategy in ("linear", "svm") and c.score]
-        layer = max(heads, key=lambda c: c.score).layer if heads else PRE_LOGITS
-        source = f"softmax regression on {layer} (cross-validated)"
-        if min(Counter(labels).values()) < 2:
-            return skipped(source, len(labels), "a class has fewer than 2 training images")
-        proba = probe_proba(linear_inputs(layer, table.array(layer))[train], labels, decision.train)
-        classes = sorted(set(labels))
-    if proba is None:
-        return skipped(source, len(labels), "too few training images to cross-validate")
-    return find_label_issues([str(r.path) for r in records], labels, proba, classes, source=source)
+    return find_label_issues(
+        [str(r.path) for r in records],
+        [r.label for r in records],
+        proba,
+        strategy.classes_,
+        source=f"the chosen head ({decision.strategy} on {decision.layer})",
+    )
 
 
 def _without(
