@@ -86,6 +86,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.scale
 	$(BIN)/python -m benchmarks.scale_out
 	$(BIN)/python -m benchmarks.label_issues
+	$(BIN)/python -m benchmarks.explain
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.extract --quick

@@ -82,3 +82,14 @@ def write_results(name: str, payload: dict[str, Any], table: str) -> Path:
     (RESULTS / f"{name}.md").write_text(table + "\n")
     print(f"\nwrote {path}")
     return path
+
+
+def publish(
+    name: str, title: str, header: list[str], rows: list[list[Any]], args: Any, results: Any
+) -> Path:
+    """Print the table, titled with when, at which commit and on what it was measured,
+    and write it with the machine, the arguments and ``results`` as ``results/<name>``."""
+    m = machine()
+    text = print_table(f"{title} — {stamp(m)}, {m['cpu']}, {m['cores']} cores", header, rows)
+    arguments = json.loads(json.dumps(vars(args), default=str))
+    return write_results(name, {"machine": m, "args": arguments, "results": results}, text)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import SHARED, machine, print_table, stamp, write_results
+from benchmarks._common import SHARED, publish
 from transferpilot.config import ExtractParams, PrepareParams, TrainParams
 from transferpilot.estimators import LinearClassifier
 from transferpilot.features import FeatureTable, write_table
@@ -125,19 +125,16 @@ def main() -> None:
                 f"{med('find_s'):.2f}",
             ]
         )
-    m = machine()
     title = (
         f"Label issues: {args.flip:.0%} of training labels flipped, confident learning "
         f"(cleanlab) on softmax regression's out-of-fold probabilities on Lite0's CNN codes; "
-        f"median of {args.seeds} seed(s) — {stamp(m)}, {m['cpu']}, {m['cores']} cores"
+        f"median of {args.seeds} seed(s)"
     )
     header = [
         "dataset", "train", "flipped", "flagged", "precision", "recall",
         "acc noisy", "acc flagged dropped", "acc clean", "cleanlab s",
     ]  # fmt: skip
-    text = print_table(title, header, rows)
-    write_results("label_issues", {"machine": m, "args": vars(args) | {"cache": str(args.cache)},
-                                   "results": results}, text)  # fmt: skip
+    publish("label_issues", title, header, rows, args, results)
 
 
 if __name__ == "__main__":

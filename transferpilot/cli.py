@@ -104,13 +104,23 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="answers per image")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    explain: Annotated[
+        bool, typer.Option("--explain", help="also write where the model looked (PNG per image)")
+    ] = False,
+    out: Annotated[
+        Path, typer.Option("--out", help="where --explain writes (never the images' folder)")
+    ] = Path("reports/explanations"),
 ) -> None:
     """Top-k labels for images: ImageNet's with a pretrained model as-is, or your classes
-    with a trained predictor (``--model models/train/predictor.onnx``)."""
+    with a trained predictor (``--model models/train/predictor.onnx``). ``--explain``
+    writes each image with a heat map of where the model looked for its top answer."""
     with _stdout_for(as_json):
         preds = _predictions(images, model, arch, top_k, device)
+        maps = _explanations(images, model, arch, device, out) if explain else {}
     if as_json:
-        typer.echo(json.dumps([p.as_dict() for p in preds], indent=2))
+        rows = [p.as_dict() | ({"explanation": maps[p.image]} if p.image in maps else {})
+                for p in preds]  # fmt: skip
+        typer.echo(json.dumps(rows, indent=2))
     else:
         from rich.console import Console
         from rich.table import Table
@@ -128,6 +138,8 @@ def predict(
             for rank, guess in enumerate(pred.top, start=1):
                 table.add_row(str(rank), guess.label, f"{guess.prob:.3f}")
             console.print(table)
+            if pred.image in maps:
+                console.print(f"  where it looked: {maps[pred.image]}", soft_wrap=True)
     if any(p.error for p in preds):
         raise typer.Exit(3)
 
@@ -145,6 +157,40 @@ def _predictions(images: list[Path], model: str, arch: str | None, top_k: int, d
 
     backbone = create_backbone(model, arch=arch)
     return predict_images(backbone, images, top_k=top_k, device=resolve_device(device))
+
+
+def _explanations(
+    images: list[Path], model: str, arch: str | None, device: str, out: Path
+) -> dict[str, str]:
+    """{image: overlay PNG} of where the model looked for its top answer, written in
+    ``out``; the method is logged. The images' folders, and those above them, are refused."""
+    from transferpilot.device import resolve_device
+    from transferpilot.explain import Explainer, write_overlays
+
+    folder = out.resolve()
+    for image in images:
+        parent = image.resolve().parent
+        if folder == parent or folder in parent.parents:
+            raise ConfigError(
+                f"--out {out} is, or holds, the folder of {image}: explanations never go "
+                "next to your images; choose another folder"
+            )
+    if model.endswith(".onnx"):  # the trained strategy saved beside the exported predictor
+        from transferpilot.stages.train import trained_strategy
+
+        strategy = trained_strategy(Path(model).parent, arch, resolve_device(device))
+        explainer = Explainer(*strategy.predictor(), strategy.classes_)
+    else:
+        from transferpilot.heads import NetworkClassifier
+        from transferpilot.zoo import create_backbone
+
+        backbone = create_backbone(model, arch=arch)
+        module = NetworkClassifier(backbone.model, backbone.data_config)
+        explainer = Explainer(module, backbone.data_config, backbone.class_names)
+    log.info("explanations: %s, in %s", explainer.method, out)
+    found = explainer.explain_files(images)
+    written = write_overlays(found, out)
+    return {str(i): str(w) for i, w in zip(images, written, strict=True) if w is not None}
 
 
 @app.command()

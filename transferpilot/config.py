@@ -401,6 +401,10 @@ class EvaluateParams(Section):
 
     ece_bins: int = Field(15, ge=2, le=100, description="confidence bins of the calibration error")
     mistakes: int = Field(16, ge=0, le=200, description="most confident mistakes shown")
+    explain: bool = Field(
+        True,
+        description="overlay where the model looked on the mistakes (builds the network)",
+    )
     check_images: int = Field(
         64, ge=0, description="images the exported predictor is checked on (0 = no check)"
     )

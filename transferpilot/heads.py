@@ -110,15 +110,19 @@ class FeatureClassifier(nn.Module):
         self.features, self.layer, self.head, self.pool_grid = features, layer, head, pool_grid
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.logits(image).softmax(-1)
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        """The head's scores before the softmax (what an explanation attributes)."""
         x = self.normalise(image)
         if self.layer == PIXELS:  # no transfer: the pretrained network is not in the graph
-            return self.head(pixel_codes(x)).softmax(-1)
+            return self.head(pixel_codes(x))
         outputs = self.features(x)
         pooled = [pool(outputs[part], self.pool_grid) for part in parts(self.layer)]
         x = pooled[0] if len(pooled) == 1 else torch.cat(pooled, 1)  # a joined input
         if self.layer == LOGITS:  # the linear model reads log-probabilities (linear_inputs)
             x = x.log_softmax(-1)
-        return self.head(x).softmax(-1)
+        return self.head(x)
 
 
 class NetworkClassifier(nn.Module):
@@ -130,4 +134,8 @@ class NetworkClassifier(nn.Module):
         self.model = model
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(self.normalise(image)).softmax(-1)
+        return self.logits(image).softmax(-1)
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        """The network's scores before the softmax (what an explanation attributes)."""
+        return self.model(self.normalise(image))

@@ -63,7 +63,7 @@ def _config_args(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _pixels(config: dict[str, Any]) -> Callable[[Image.Image], np.ndarray]:
+def pixels_for(config: dict[str, Any]) -> Callable[[Image.Image], np.ndarray]:
     """Image -> (3, H, W) floats in [0, 1], resized and cropped as the model was trained."""
     args = _config_args(config)
     if eval_pixels(Image.new("RGB", (3, 2)), args) is not None:
@@ -105,7 +105,7 @@ class Predictor:
         self.classes: list[str] = [str(c) for c in self.meta["classes"]]
         self.data_config: dict[str, Any] = _config_args(self.meta["data_config"])
         # The graph normalises: the preprocessing only resizes, crops and scales to [0, 1].
-        self._pixels = _pixels(self.meta["data_config"])
+        self._pixels = pixels_for(self.meta["data_config"])
 
     def _run(self, batch: list[np.ndarray]) -> np.ndarray:
         return self.session.run(None, {"image": np.stack(batch).astype(np.float32)})[0]

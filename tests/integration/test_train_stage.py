@@ -10,9 +10,10 @@ import logging
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.images import image_folder, solid
-from tests.projects import copy_project, run_stages, tp_imports
+from tests.projects import copy_project, run_stages, tp, tp_imports
 
 pytestmark = pytest.mark.slow
 
@@ -162,3 +163,36 @@ def test_mislabelled_images_are_listed_shown_and_dropped_when_asked(tmp_path: Pa
     summary = json.loads((tmp_path / "models" / "train" / "train.json").read_text())
     assert summary["label_issues_dropped"] == len(found)
     assert "val_accuracy_with_label_issues" in summary and "Trained without them" in report
+
+
+def test_where_the_model_looked_on_its_mistakes_and_for_predict(tmp_path: Path) -> None:
+    """A red image filed under green in val: the head answers red, a mistake; the report's
+    gallery overlays where it looked (CAM at the layer the head reads), and ``predict
+    --explain`` writes the same kind of map for any image, never into the images' folder."""
+    images = tmp_path / "images"
+    image_folder(images / "train", {"red": 8, "green": 8}, size=24)
+    image_folder(images / "val", {"red": 2, "green": 2}, size=24)
+    solid(images / "val" / "green" / "red_0.png", (220, 30, 30), size=24)
+    run_pipeline(tmp_path, "linear")
+    report = (tmp_path / "reports" / "report.md").read_text()
+    mistakes = json.loads((tmp_path / "reports" / "evaluation" / "mistakes.json").read_text())
+    assert [(Path(m["path"]).name, m["predicted"]) for m in mistakes] == [("red_0.png", "red")]
+    assert "Overlay: where the model looked for the class it answered — Grad-CAM at " in report
+    assert "the head's weights over the map" in report
+
+    before = sorted(p.name for p in images.rglob("*"))
+    model = tmp_path / "models" / "train" / "predictor.onnx"
+    shown = [str(images / "val" / "green" / "red_0.png"), str(images / "val" / "red" / "000.png")]
+    result = tp("predict", *shown, "--model", str(model), "--explain", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = json.loads(result.stdout)
+    assert [a["top"][0]["label"] for a in answers] == ["red", "red"]
+    written = [tmp_path / a["explanation"] for a in answers]
+    assert [w.relative_to(tmp_path).as_posix() for w in written] == [
+        "reports/explanations/red_0.png", "reports/explanations/000.png"
+    ]  # fmt: skip
+    assert all(Image.open(w).size == (224, 224) for w in written)
+    refused = tp("predict", shown[0], "--model", str(model), "--explain", "--out",
+                 str(images / "val"), cwd=tmp_path)  # fmt: skip
+    assert refused.returncode == 2 and "never go next to your images" in refused.stderr
+    assert sorted(p.name for p in images.rglob("*")) == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,8 +69,11 @@ def plot_mistakes(
     path: Path,
     root: Path = Path("."),
     title: str = "Most confident mistakes (actual → predicted, probability)",
+    overlays: Sequence[Any | None] = (),
 ) -> Path:
-    """A grid of thumbnails, each captioned 'actual → predicted (probability)'."""
+    """A grid of thumbnails, each captioned 'actual → predicted (probability)'; where
+    ``overlays`` has an explanation for a mistake (:class:`~transferpilot.explain.Explanation`,
+    in the same order), its heat map over the image as the model saw it instead."""
     plt = pyplot()
     cols = 4
     rows = max(1, -(-len(mistakes) // cols))
@@ -78,10 +82,14 @@ def plot_mistakes(
         ax.axis("off")
     if not mistakes:
         axes[0][0].text(0, 0.5, "no mistakes", fontsize=14)
-    for ax, m in zip(axes.flat, mistakes, strict=False):
+    shown = list(overlays) + [None] * (len(mistakes) - len(overlays))
+    for ax, m, explained in zip(axes.flat, mistakes, shown, strict=False):
         try:
-            image = open_rgb(root / m.path)
-            image.thumbnail((256, 256))
+            if explained is not None:
+                image = explained.overlay()
+            else:
+                image = open_rgb(root / m.path)
+                image.thumbnail((256, 256))
             ax.imshow(np.asarray(image))
         except (OSError, ValueError) as err:
             ax.text(0, 0.5, f"unreadable: {err}", fontsize=7, wrap=True)

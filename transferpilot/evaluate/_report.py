@@ -223,13 +223,17 @@ def _metrics_section(
     return "\n".join(text)
 
 
-def _mistakes_section(mistakes: Sequence[Mapping[str, Any]], figures: Mapping[str, str]) -> str:
+def _mistakes_section(
+    mistakes: Sequence[Mapping[str, Any]], figures: Mapping[str, str], explained: str = ""
+) -> str:
     if not mistakes:
         return "No mistakes on the evaluated images."
     rows = [[m["path"], m["actual"], m["predicted"], m["confidence"]] for m in mistakes]
     text = [_table(["image", "actual", "predicted", "probability"], rows)]
     if "mistakes" in figures:
         text += ["", f"![most confident mistakes]({figures['mistakes']})"]
+    if explained:
+        text += ["", explained]
     return "\n".join(text)
 
 
@@ -299,9 +303,11 @@ def build_report(
     figures: Mapping[str, str],
     probability_note: str = "",
     label_issues: Mapping[str, Any] | None = None,
+    explained: str = "",
 ) -> str:
     """The report as Markdown; ``figures`` maps figure keys to PNG paths relative to it;
-    ``probability_note``: what the strategy says of its probabilities (under the metrics)."""
+    ``probability_note``: what the strategy says of its probabilities (under the metrics);
+    ``explained``: how the mistakes' maps were made, or why there are none."""
     split = "test" if "test" in metrics else "val"
     head = metrics.get(split, {})
     headline = (
@@ -317,7 +323,7 @@ def build_report(
         "Decision": _decision_section(decision),
         "Training": _training_section(train, figures),
         "Metrics": _metrics_section(metrics, per_class, figures, probability_note),
-        "Mistakes": _mistakes_section(mistakes, figures),
+        "Mistakes": _mistakes_section(mistakes, figures, explained),
         "Label issues": _label_issues_section(label_issues, train, figures),
         "Predictor": _predictor_section(predictor),
     }

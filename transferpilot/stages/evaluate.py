@@ -31,7 +31,7 @@ import numpy as np
 
 from transferpilot.config import EvaluateParams, ModelParams
 from transferpilot.decide import Decision, load_decision
-from transferpilot.errors import DataError
+from transferpilot.errors import DataError, ModelError
 from transferpilot.evaluate import (
     SHOWN_ISSUES,
     Mistake,
@@ -62,9 +62,10 @@ def _probabilities(
     decision: Decision,
     table: FeatureTable,
     rows: dict[str, np.ndarray],
-) -> tuple[list[str], dict[str, np.ndarray]]:
-    """(classes, {split: (n, classes) probabilities}) from what the train stage saved.
-    A head on cached features builds no network and imports no PyTorch."""
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """(the trained strategy, {split: (n, classes) probabilities}) from what the train
+    stage saved. A head on cached features builds no network and imports no PyTorch
+    for these (the mistakes' maps do, when there are mistakes to explain)."""
     kind = get_strategy(decision.strategy)
     context = Context()
     if kind.needs_network:
@@ -73,7 +74,24 @@ def _probabilities(
         context = Context(device=resolve_device(params.device))
     backbone = table.backbone(model.name, model.arch)
     strategy = kind.load(paths.models, backbone, decision, context)
-    return strategy.classes_, {s: strategy.predict_proba(table, r) for s, r in rows.items()}
+    return strategy, {s: strategy.predict_proba(table, r) for s, r in rows.items()}
+
+
+def _explained(strategy: Any, mistakes: Sequence[Any], classes: list[str]) -> tuple[list, str]:
+    """Heat maps of the predicted class over each mistake (the network is built only
+    here, for a head), and the words saying how they were made or why there are none."""
+    if not mistakes:
+        return [], ""
+    from transferpilot.explain import Explainer  # defers torch and captum
+
+    try:
+        explainer = Explainer(*strategy.predictor(), classes)
+    except ModelError as err:
+        log.warning("no maps over the mistakes: %s", err)
+        return [], f"No maps over the mistakes: {err}"
+    targets = [classes.index(m.predicted) for m in mistakes]
+    found = explainer.explain_files([m.path for m in mistakes], targets)
+    return found, f"Overlay: where the model looked for the class it answered — {explainer.method}."
 
 
 def _check_predictor(
@@ -180,7 +198,7 @@ def _write_report(
     check: dict[str, Any] | None,
     figures: dict[str, str],
     strategy: Any,
-    label_issues: dict[str, Any] | None,
+    extra: dict[str, Any],
 ) -> None:
     """``reports/report.md`` and its HTML: the data, profile, decision, training, metrics."""
     report = build_report(
@@ -194,7 +212,8 @@ def _write_report(
         predictor=check,
         figures=figures,
         probability_note=strategy.probability_note,
-        label_issues=label_issues,
+        label_issues=extra["label_issues"],
+        explained=extra["explained"],
     )
     write_text(paths.reports / "report.md", report)
     write_text(paths.reports / "report.html", to_html(report, paths.reports))
@@ -214,7 +233,8 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
     rows = {s: r for s, r in rows.items() if len(r)}
     if not rows:
         raise DataError("nothing to evaluate: the prepared data has no val or test images")
-    classes, proba = _probabilities(model, params, paths, decision, table, rows)
+    trained, proba = _probabilities(model, params, paths, decision, table, rows)
+    classes = trained.classes_
     headline = "test" if "test" in rows else "val"
     metrics: dict[str, Any] = {}
     per_class: dict[str, Any] = {}
@@ -240,8 +260,9 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
             classes,
             params.mistakes,
         )
+        overlays, explained = _explained(trained, mistakes, classes) if params.explain else ([], "")
         if params.mistakes:
-            plot_mistakes(mistakes, tmp / "mistakes.png")
+            plot_mistakes(mistakes, tmp / "mistakes.png", overlays=overlays)
             figures["mistakes"] = "evaluation/mistakes.png"
         write_json(tmp / "mistakes.json", [vars(m) for m in mistakes])
         write_json(tmp / "per_class.json", per_class)
@@ -260,7 +281,8 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
                 check["checked"],
             )
     write_json(paths.metrics.path, metrics)
-    _write_report(paths, metrics, per_class, mistakes, check, figures, strategy, issues)
+    report = {"label_issues": issues, "explained": explained}
+    _write_report(paths, metrics, per_class, mistakes, check, figures, strategy, report)
     summary = {
         "headline_split": headline,
         **{f"{headline}_{k}": v for k, v in metrics[headline].items()},

@@ -24,17 +24,18 @@ import contextlib
 import logging
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from transferpilot.config import ModelParams
-from transferpilot.decide import load_decision
+from transferpilot.decide import Decision, load_decision
 from transferpilot.device import resolve_device
 from transferpilot.export import export_onnx
 from transferpilot.features import FeatureTable
 from transferpilot.finetune import _distributed as distributed
-from transferpilot.io import write_json
+from transferpilot.io import read_json, write_json
 from transferpilot.label_issues import LabelIssues, find_label_issues, head_layer, probe_issues
 from transferpilot.stages import Paths, chosen_model, register_stage
 from transferpilot.strategies import Context, get_strategy
@@ -167,3 +168,15 @@ def _without(
         "label_issues_dropped": len(flagged),
         "val_accuracy_with_label_issues": before,
     }
+
+
+def trained_strategy(directory: Path, arch: str | None = None, device: Any = None) -> Any:
+    """The strategy this stage saved in ``directory`` (``train.json`` names it, its
+    layer and backbone), loaded with that backbone: what ``predict --explain`` maps."""
+    summary = read_json(directory / "train.json", produced_by="train")
+    decision = Decision(
+        quadrant="", size="", domain="", reason="",
+        strategy=summary["strategy"], layer=summary["layer"],
+    )  # fmt: skip
+    backbone = create_backbone(summary["model"], arch=arch)
+    return get_strategy(decision.strategy).load(directory, backbone, decision, Context(device))
