@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,18 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 
 def commit() -> str:
-    """The commit the figures are measured at (``+dirty`` when the tree has changes)."""
+    """The commit the figures are measured at (``+dirty`` when the tree has changes),
+    read when the benchmark started: an edit while it runs does not change what ran."""
+    return _STARTED_AT
+
+
+def _commit_now() -> str:
     from transferpilot.orchestrate import code_version
 
     return code_version(Path(__file__).resolve().parents[1]) or "unknown"
+
+
+_STARTED_AT = _commit_now()
 
 
 def machine() -> dict[str, Any]:
@@ -93,3 +103,31 @@ def publish(
     text = print_table(f"{title} — {stamp(m)}, {m['cpu']}, {m['cores']} cores", header, rows)
     arguments = json.loads(json.dumps(vars(args), default=str))
     return write_results(name, {"machine": m, "args": arguments, "results": results}, text)
+
+
+def dataset_arguments(description: str, **defaults: Any) -> Any:
+    """The arguments the dataset benchmarks share: dataset folders (default: theirs in
+    ``../shared/datasets``), ``--seeds``, ``--cache``; then ``defaults`` as options."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("datasets", nargs="*", type=Path)
+    parser.add_argument("--seeds", type=int, default=defaults.pop("seeds", 1))
+    parser.add_argument("--cache", type=Path, default=Path("data/cache/features"))
+    for name, value in defaults.items():
+        parser.add_argument(f"--{name}", type=type(value), default=value)
+    return parser
+
+
+@contextlib.contextmanager
+def feature_table(backbone: Any, folder: Path, cache: Path) -> Iterator[Any]:
+    """The feature table of every image ``folder`` holds (the prepare stage's intake),
+    extracted through the feature cache at ``cache``, for as long as the block runs."""
+    from transferpilot.config import ExtractParams, PrepareParams
+    from transferpilot.features import FeatureTable, write_table
+    from transferpilot.intake import prepare_dataset
+
+    intake = prepare_dataset(PrepareParams(source=folder))
+    with tempfile.TemporaryDirectory() as tmp:
+        meta, _ = write_table(backbone, intake.records, Path(tmp), ExtractParams(cache_dir=cache))
+        yield FeatureTable(intake.records, meta, Path(tmp))

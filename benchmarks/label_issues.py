@@ -16,20 +16,16 @@ labels. Targets (issue #31): precision >= 0.5, recall >= 0.6. Writes
 
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import SHARED, publish
-from transferpilot.config import ExtractParams, PrepareParams, TrainParams
+from benchmarks._common import SHARED, dataset_arguments, feature_table, publish
+from transferpilot.config import TrainParams
 from transferpilot.estimators import LinearClassifier
-from transferpilot.features import FeatureTable, write_table
-from transferpilot.intake import prepare_dataset
+from transferpilot.features import FeatureTable
 from transferpilot.label_issues import find_label_issues
 from transferpilot.zoo import create_backbone
 
@@ -88,23 +84,14 @@ def one_run(table: FeatureTable, share: float, seed: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("datasets", nargs="*", type=Path)
-    parser.add_argument("--flip", type=float, default=0.05)
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--cache", type=Path, default=Path("data/cache/features"))
+    parser = dataset_arguments(__doc__.split("\n")[0], flip=0.05)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
     datasets = args.datasets or [SHARED / name for name in DEFAULT]
     backbone = create_backbone("efficientnet_lite0")
     rows, results = [], []
     for folder in datasets:
-        intake = prepare_dataset(PrepareParams(source=folder))
-        with tempfile.TemporaryDirectory() as tmp:
-            meta, _ = write_table(
-                backbone, intake.records, Path(tmp), ExtractParams(cache_dir=args.cache)
-            )
-            table = FeatureTable(intake.records, meta, Path(tmp))
+        with feature_table(backbone, folder, args.cache) as table:
             runs = [one_run(table, args.flip, seed) for seed in range(args.seeds)]
         results.append({"dataset": folder.name, "flip": args.flip, "runs": runs})
 

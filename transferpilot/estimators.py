@@ -28,12 +28,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.kernel_approximation import Nystroem
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score as balanced_accuracy
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
+from transferpilot.balance import IMBALANCED, imbalance
 from transferpilot.calibration import fit_temperature
 from transferpilot.margins import as_logits
 
@@ -79,6 +81,7 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         n_jobs: int | None = None,
         tol: float = 1e-4,
         calibrate: bool = True,
+        balance: bool = False,
     ) -> None:
         self.kind = kind
         self.c_grid = c_grid
@@ -88,13 +91,14 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.tol = tol
         self.calibrate = calibrate
+        self.balance = balance
 
     @classmethod
     def from_settings(cls, kind: str, settings: TrainParams) -> LinearClassifier:
         """The classifier the ``train`` settings describe (C grid, folds, iterations, seed)."""
         s = settings
         grid = s.kernel_c_grid if kind == "kernel" else s.c_grid
-        return cls(kind, grid, s.cv_folds, s.max_iter, s.seed, n_jobs=-1)  # type: ignore[arg-type]
+        return cls(kind, grid, s.cv_folds, s.max_iter, s.seed, n_jobs=-1, balance=True)  # type: ignore[arg-type]
 
     def _steps(self, X: np.ndarray, folds: int) -> list[tuple[str, Any]]:
         if self.kind != "kernel":
@@ -139,6 +143,11 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         if len(counts) < 2:
             raise ValueError("need at least two classes to fit a classifier")
         folds = max(2, min(self.cv_folds, int(counts.min())))
+        self.imbalance_ = imbalance(y)
+        weighted = self.balance and self.imbalance_ > IMBALANCED
+        self.class_weight_: str | None = None
+        self.prior_shift_: np.ndarray | None = None
+        self.rebalance_ = "none"
         self.temperature_ = 1.0
         self.oof_proba_: np.ndarray | None = None
         pipeline = Pipeline(self._steps(X, folds))
@@ -146,47 +155,99 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         if int(counts.min()) < 2:  # too few to cross-validate: take the middle of the grid
             self.cv_scores_: list[dict[str, float]] = []
             self.best_C_ = float(grid[len(grid) // 2])
-            self.cv_accuracy_ = self.cv_std_ = float("nan")
+            self.cv_accuracy_ = self.cv_std_ = self.cv_balanced_accuracy_ = float("nan")
             self.model_ = pipeline.set_params(clf__C=self.best_C_).fit(X, y)
         else:
+            cv = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
+            # Imbalanced: class-weighted fits compete with unweighted ones, and the winner
+            # is the one that cross-validates best in balanced accuracy (mean recall).
             search = GridSearchCV(
                 pipeline,
-                {"clf__C": grid},
-                cv=StratifiedKFold(folds, shuffle=True, random_state=self.random_state),
-                scoring="accuracy",
+                {"clf__C": grid, "clf__class_weight": [None, "balanced"] if weighted else [None]},
+                cv=cv,
+                scoring=("accuracy", "balanced_accuracy"),
                 n_jobs=self.n_jobs,
-                refit=True,
+                refit="balanced_accuracy" if weighted else "accuracy",
             ).fit(X, y)
-            # Only the scores: GridSearchCV's own results carry fit timings, which would make
-            # the saved head differ from run to run.
-            res = search.cv_results_
-            self.cv_scores_ = [
-                {"C": float(c), "accuracy": float(m), "std": float(s)}
-                for c, m, s in zip(
-                    res["param_clf__C"], res["mean_test_score"], res["std_test_score"], strict=True
-                )
-            ]
-            self.best_C_ = float(search.best_params_["clf__C"])
-            self.cv_accuracy_ = float(search.best_score_)
-            self.cv_std_ = float(res["std_test_score"][search.best_index_])
+            self._read_search(search.cv_results_, search.best_index_)
             self.model_ = search.best_estimator_
-            if self.calibrate:
-                held_in = cross_val_predict(
-                    clone(self.model_),
-                    X,
-                    y,
-                    cv=search.cv,
-                    method="decision_function",
-                    n_jobs=self.n_jobs,
-                )
-                targets = np.searchsorted(self.model_.classes_, y)
-                logits = as_logits(held_in, self.kind)
-                self.temperature_ = fit_temperature(logits, targets)
+            targets = np.searchsorted(self.model_.classes_, y)
+            if self.calibrate or weighted:
+                logits = self._held_in_logits(self.model_, X, y, cv)
+                self.temperature_ = fit_temperature(logits, targets) if self.calibrate else 1.0
                 self.oof_proba_ = softmax(logits / self.temperature_, axis=1)
+            if weighted:
+                self._consider_prior_shift(X, y, targets, cv, search)
+        self.cv_folds_ = folds
         self.cv_folds_ = folds
         self.classes_ = self.model_.classes_
         self.n_features_in_ = X.shape[1]
         return self
+
+    def _held_in_logits(self, model: Any, X: np.ndarray, y: np.ndarray, cv: Any) -> np.ndarray:
+        """Out-of-fold decision values of ``model``'s settings, as logits."""
+        held_in = cross_val_predict(
+            clone(model), X, y, cv=cv, method="decision_function", n_jobs=self.n_jobs
+        )
+        return as_logits(held_in, self.kind)
+
+    def _consider_prior_shift(
+        self, X: np.ndarray, y: np.ndarray, targets: np.ndarray, cv: Any, search: Any
+    ) -> None:
+        """The third way to balance, after class weights: the best unweighted fit with its
+        calibrated scores less the log of each class's share (logit adjustment, Menon et al.
+        2021: the Bayes rule for balanced accuracy). Kept where its out-of-fold balanced
+        accuracy beats the grid's winner's, on the same folds."""
+        winner = balanced_accuracy(targets, self.oof_proba_.argmax(1))
+        plain = max(
+            (i for i, r in enumerate(self.cv_scores_) if "class_weight" not in r),
+            key=lambda i: (self.cv_scores_[i]["balanced_accuracy"], -i),
+        )
+        model = self.model_
+        logits, temperature = np.log(self.oof_proba_), 1.0
+        if self.class_weight_ is not None:  # the unweighted fit's own held-in scores
+            model = clone(self.model_).set_params(
+                clf__class_weight=None, clf__C=self.cv_scores_[plain]["C"]
+            )
+            logits = self._held_in_logits(model, X, y, cv)
+            temperature = fit_temperature(logits, targets) if self.calibrate else 1.0
+            logits = logits / temperature
+        shares = np.bincount(targets, minlength=len(self.model_.classes_)) / len(targets)
+        shift = -np.log(shares)
+        shifted = balanced_accuracy(targets, (logits + shift).argmax(1))
+        self.rebalance_ = "class weights" if self.class_weight_ else "none"
+        if shifted <= winner:
+            return
+        if model is not self.model_:
+            self.model_ = model.fit(X, y)
+            self.temperature_ = temperature
+            self.oof_proba_ = softmax(logits, axis=1)
+            self._read_search(search.cv_results_, plain)
+        self.prior_shift_ = shift
+        self.rebalance_ = "prior shift"
+        self.cv_balanced_accuracy_ = float(shifted)
+
+    def _read_search(self, res: dict[str, Any], best: int) -> None:
+        """The CV scores per C (and class weight) and the chosen ones. Only the scores:
+        GridSearchCV's own results carry fit timings, which would make the saved head
+        differ from run to run."""
+        self.cv_scores_ = [
+            {"C": float(c), "accuracy": float(m), "std": float(s), "balanced_accuracy": float(b)}
+            | ({"class_weight": w} if w is not None else {})
+            for c, w, m, s, b in zip(
+                res["param_clf__C"],
+                res["param_clf__class_weight"],
+                res["mean_test_accuracy"],
+                res["std_test_accuracy"],
+                res["mean_test_balanced_accuracy"],
+                strict=True,
+            )
+        ]
+        chosen = self.cv_scores_[best]
+        self.best_C_ = chosen["C"]
+        self.class_weight_ = chosen.get("class_weight")
+        self.cv_accuracy_, self.cv_std_ = chosen["accuracy"], chosen["std"]
+        self.cv_balanced_accuracy_ = chosen["balanced_accuracy"]
 
     def out_of_fold_proba(self) -> np.ndarray | None:
         """(rows fitted, classes) probabilities of each training row from the CV fit that
@@ -201,11 +262,17 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self, "model_")
+        if getattr(self, "prior_shift_", None) is not None:
+            return self.classes_[self.predict_proba(X).argmax(1)]
         return self.model_.predict(np.asarray(X, dtype=np.float32))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """``softmax(logits / temperature_)``: calibrated on held-in training rows."""
-        return softmax(self.logits(X) / getattr(self, "temperature_", 1.0), axis=1)
+        """``softmax(logits / temperature_)``: calibrated on held-in training rows; with a
+        prior shift, less the log of each class's training share (as if classes were
+        equally likely)."""
+        scores = self.logits(X) / getattr(self, "temperature_", 1.0)
+        shift = getattr(self, "prior_shift_", None)
+        return softmax(scores if shift is None else scores + shift, axis=1)
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         """(N, classes) decision values, before the temperature (see :func:`as_logits`)."""

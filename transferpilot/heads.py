@@ -27,7 +27,8 @@ def linear_layer(estimator: Any) -> nn.Linear:
 
     The standardiser is folded in (``W / scale``, ``b - W @ (mean / scale)``), so
     ``softmax(layer(x))`` equals the probe's ``predict_proba(x)``: the softmax of
-    its decision values over the fitted temperature (folded in as ``W / T``). Binary
+    its decision values over the fitted temperature (folded in as ``W / T``), plus its
+    prior shift where it has one (folded into the bias). Binary
     models have one row of weights; it becomes two rows (``±w/2`` for logistic,
     ``±w`` for the SVM), as their ``predict_proba`` reads the margin.
     """
@@ -48,6 +49,9 @@ def _linear(estimator: Any, mean: Any = 0.0, scale: Any = 1.0) -> nn.Linear:
         half = binary_half(estimator.kind)
         weight = np.vstack([-half * weight, half * weight])
         bias = np.array([-half * bias[0], half * bias[0]])
+    shift = getattr(estimator, "prior_shift_", None)
+    if shift is not None:  # balanced for an imbalanced set: less the log of each class's share
+        bias = bias + np.asarray(shift, dtype=np.float64)
     layer = nn.Linear(weight.shape[1], weight.shape[0])
     with torch.no_grad():
         layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))

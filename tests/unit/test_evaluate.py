@@ -86,7 +86,7 @@ def test_confident_mistakes_are_sorted_by_probability() -> None:
     assert mistakes[0].confidence == pytest.approx(0.7)
 
 
-def _report(figures: dict[str, str]) -> str:
+def _report(figures: dict[str, str], **extra) -> str:
     ev = evaluate_predictions(LABELS, PROBA, CLASSES)
     return build_report(
         validation={
@@ -135,6 +135,7 @@ def _report(figures: dict[str, str]) -> str:
             "max_abs_diff": 1e-6,
         },
         figures=figures,
+        **extra,
     )
 
 
@@ -162,3 +163,12 @@ def test_report_has_every_section_and_figure(tmp_path: Path) -> None:
 def test_a_missing_figure_is_named_not_fatal(tmp_path: Path) -> None:
     page = to_html(_report({"mistakes": "mistakes.png"}), tmp_path)
     assert "missing figure: mistakes.png" in page
+
+
+def test_on_an_imbalanced_set_balanced_accuracy_and_macro_f1_lead_and_the_report_says_why():
+    balanced = _report({}).split("\n## ")[0]
+    assert "val accuracy **0.667**, balanced accuracy" in balanced
+    skewed = _report({}, imbalance=10.0).split("\n## ")[0]
+    assert "val balanced accuracy **" in skewed and "macro-F1 **" in skewed
+    assert "largest has 10.0x the training images of the smallest" in skewed
+    assert "plain accuracy rewards answering the largest class" in skewed

@@ -39,6 +39,21 @@ def test_linear_layer_reproduces_predict_proba(kind: str, classes: int) -> None:
     np.testing.assert_allclose(got, probe.predict_proba(X), atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["linear", "svm"])
+@pytest.mark.parametrize("classes", [2, 3])
+def test_a_prior_shift_is_folded_into_the_bias(kind: str, classes: int) -> None:
+    """An imbalanced set's head, balanced by less the log of each class's share: the
+    exported layer answers what the head answers."""
+    probe, X = fitted(kind, classes)
+    probe.prior_shift_ = -np.log(
+        np.linspace(1.0, 0.1, classes) / np.linspace(1.0, 0.1, classes).sum()
+    )
+    with torch.no_grad():
+        got = linear_layer(probe)(torch.as_tensor(X)).softmax(-1).numpy()
+    np.testing.assert_allclose(got, probe.predict_proba(X), atol=1e-5)
+    assert (probe.classes_[got.argmax(1)] == probe.predict(X)).all()
+
+
 @pytest.mark.parametrize("classes", [2, 3])
 def test_kernel_head_reproduces_predict_proba(classes: int) -> None:
     probe, X = fitted("kernel", classes)

@@ -95,3 +95,24 @@ def test_save_load_round_trip_and_the_sidecar_checks(tmp_path: Path) -> None:
     path.with_suffix(".json").unlink()
     with pytest.raises(ModelError, match="no readable sidecar"):
         load_classifier(path)
+
+
+def test_an_imbalanced_set_also_tries_class_weights_chosen_by_balanced_accuracy() -> None:
+    """10:1 and overlapping: unweighted fits favour the large class; the weighted fit
+    cross-validates better in balanced accuracy and is the one kept."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (200, 4)), rng.normal(1.2, 1, (20, 4))]).astype(np.float32)
+    y = np.array(["common"] * 200 + ["rare"] * 20)
+    head = LinearClassifier("linear", c_grid=(0.01, 1.0), cv_folds=5, balance=True).fit(X, y)
+    tried = {(row["C"], row.get("class_weight")) for row in head.cv_scores_}
+    assert tried == {(0.01, None), (1.0, None), (0.01, "balanced"), (1.0, "balanced")}
+    assert head.imbalance_ == 10.0 and head.rebalance_ in ("class weights", "prior shift")
+    best_plain = max(r["balanced_accuracy"] for r in head.cv_scores_ if "class_weight" not in r)
+    assert head.cv_balanced_accuracy_ > best_plain + 0.05
+    assert (head.predict(X[200:]) == "rare").mean() > 0.6  # the rare class is answered
+    assert (head.predict(X) == head.classes_[head.predict_proba(X).argmax(1)]).all()
+
+    probe = LinearClassifier("linear", c_grid=(0.01, 1.0), cv_folds=5).fit(X, y)  # a probe
+    assert probe.rebalance_ == "none" and all("class_weight" not in r for r in probe.cv_scores_)
+    even = LinearClassifier("linear", c_grid=(1.0,), balance=True).fit(X[180:], y[180:])  # 20:20
+    assert even.rebalance_ == "none" and len(even.cv_scores_) == 1

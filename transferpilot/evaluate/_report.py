@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from transferpilot.balance import IMBALANCED
 from transferpilot.decide import candidate_input
 
 #: Section titles, in order; tests and readers can rely on them.
@@ -304,19 +305,14 @@ def build_report(
     probability_note: str = "",
     label_issues: Mapping[str, Any] | None = None,
     explained: str = "",
+    imbalance: float = 1.0,
 ) -> str:
     """The report as Markdown; ``figures`` maps figure keys to PNG paths relative to it;
     ``probability_note``: what the strategy says of its probabilities (under the metrics);
-    ``explained``: how the mistakes' maps were made, or why there are none."""
+    ``explained``: how the mistakes' maps were made, or why there are none;
+    ``imbalance``: the training split's largest class over its smallest."""
     split = "test" if "test" in metrics else "val"
-    head = metrics.get(split, {})
-    headline = (
-        f"**{decision.get('strategy')}**"
-        + (f" on `{decision['layer']}`" if decision.get("layer") else "")
-        + f": {split} accuracy **{_fmt(head.get('accuracy'))}**, balanced accuracy "
-        f"{_fmt(head.get('balanced_accuracy'))}, macro-F1 {_fmt(head.get('macro_f1'))} "
-        f"on {head.get('images', 0)} images."
-    )
+    headline = _headline(decision, split, metrics.get(split, {}), imbalance)
     bodies = {
         "Data": _data_section(validation),
         "Profile": _profile_section(profile, figures),
@@ -331,6 +327,32 @@ def build_report(
     for title in SECTIONS:
         parts += ["", f"## {title}", "", bodies[title]]
     return "\n".join(parts) + "\n"
+
+
+def _headline(
+    decision: Mapping[str, Any], split: str, head: Mapping[str, Any], imbalance: float
+) -> str:
+    """The strategy and its scores; on an imbalanced set balanced accuracy and macro-F1
+    lead, and the report says why."""
+    chosen = f"**{decision.get('strategy')}**" + (
+        f" on `{decision['layer']}`" if decision.get("layer") else ""
+    )
+    accuracy, balanced, f1 = (
+        _fmt(head.get(k)) for k in ("accuracy", "balanced_accuracy", "macro_f1")
+    )
+    images = f"on {head.get('images', 0)} images."
+    if imbalance <= IMBALANCED:
+        return (
+            f"{chosen}: {split} accuracy **{accuracy}**, balanced accuracy {balanced}, "
+            f"macro-F1 {f1} {images}"
+        )
+    return (
+        f"{chosen}: {split} balanced accuracy **{balanced}**, macro-F1 **{f1}**, accuracy "
+        f"{accuracy} {images} The classes are imbalanced (the largest has {imbalance:.1f}x "
+        "the training images of the smallest), so balanced accuracy (the mean of the "
+        "per-class recalls) and macro-F1 lead: plain accuracy rewards answering the largest "
+        "class."
+    )
 
 
 def without_figures(markdown_text: str) -> str:

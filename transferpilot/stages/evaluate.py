@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from transferpilot.balance import IMBALANCED, imbalance
 from transferpilot.config import EvaluateParams, ModelParams
 from transferpilot.decide import Decision, load_decision
 from transferpilot.errors import DataError, ModelError
@@ -214,6 +215,7 @@ def _write_report(
         probability_note=strategy.probability_note,
         label_issues=extra["label_issues"],
         explained=extra["explained"],
+        imbalance=extra["imbalance"],
     )
     write_text(paths.reports / "report.md", report)
     write_text(paths.reports / "report.html", to_html(report, paths.reports))
@@ -281,17 +283,19 @@ def run(model: ModelParams, params: EvaluateParams, paths: Paths) -> dict[str, A
                 check["checked"],
             )
     write_json(paths.metrics.path, metrics)
-    report = {"label_issues": issues, "explained": explained}
+    ratio = imbalance([r.label for r in records if r.split == "train"])
+    report = {"label_issues": issues, "explained": explained, "imbalance": ratio}
     _write_report(paths, metrics, per_class, mistakes, check, figures, strategy, report)
     summary = {
         "headline_split": headline,
         **{f"{headline}_{k}": v for k, v in metrics[headline].items()},
     }
     log.info(
-        "evaluate: %s accuracy %.3f, balanced %.3f; report %s",
+        "evaluate: %s accuracy %.3f, balanced %.3f%s; report %s",
         headline,
         metrics[headline]["accuracy"],
         metrics[headline]["balanced_accuracy"],
+        f" (imbalanced {ratio:.1f}x: balanced accuracy leads)" if ratio > IMBALANCED else "",
         out / "report.md",
     )
     return summary | {"report": str(out / "report.md")}

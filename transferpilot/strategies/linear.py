@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import softmax
 
+from transferpilot.balance import IMBALANCED
 from transferpilot.calibration import expected_calibration_error
 from transferpilot.estimators import KIND_NAMES, LinearClassifier
 from transferpilot.layer_names import PIXELS, linear_inputs
@@ -79,8 +80,27 @@ class FeatureStrategy(Defaults):
             "val_accuracy": float((self.estimator_.predict(X[val]) == y[val]).mean()),
             "temperature": self.estimator_.temperature_,
             **self._calibration(X[val], y[val]),
+            **self._balance(),
         }
         return self
+
+    def _balance(self) -> dict[str, Any]:
+        """On an imbalanced set: the ratio, the class weight chosen, its CV balanced accuracy."""
+        est = self.estimator_
+        if est.imbalance_ <= IMBALANCED:
+            return {}
+        log.info(
+            "imbalanced (largest class %.1fx the smallest): rebalanced by %s, CV balanced "
+            "accuracy %.3f",
+            est.imbalance_,
+            est.rebalance_,
+            est.cv_balanced_accuracy_,
+        )
+        return {
+            "imbalance": est.imbalance_,
+            "rebalance": est.rebalance_,
+            "cv_balanced_accuracy": est.cv_balanced_accuracy_,
+        }
 
     def _calibration(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """Validation ECE of the softmax of the decision values, and after the temperature."""
