@@ -87,6 +87,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.scale_out
 	$(BIN)/python -m benchmarks.label_issues
 	$(BIN)/python -m benchmarks.explain
+	$(BIN)/python -m benchmarks.imbalance
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.extract --quick
@@ -96,5 +97,5 @@ bench-quick: $(STAMP)
 clean:
 	rm -rf data/prepared data/features data/profile data/decision data/digits models/train \
 		models/checkpoints reports/evaluation reports/report.md reports/report.html \
-		reports/label_issues.csv \
+		reports/label_issues.csv reports/explanations \
 		.pytest_cache .ruff_cache site

@@ -196,3 +196,21 @@ def test_where_the_model_looked_on_its_mistakes_and_for_predict(tmp_path: Path) 
                  str(images / "val"), cwd=tmp_path)  # fmt: skip
     assert refused.returncode == 2 and "never go next to your images" in refused.stderr
     assert sorted(p.name for p in images.rglob("*")) == before
+
+
+def test_five_images_per_class_work_end_to_end(tmp_path: Path) -> None:
+    """The smallest set the product takes on: folds shrink to what the classes hold, a
+    decision is made on that evidence, and the report says what a score on three val
+    images is worth instead of printing it bare."""
+    image_folder(tmp_path / "images", {"red": 5, "green": 5, "blue": 5}, size=24)
+    summary = run_pipeline(tmp_path, "auto")
+    decision = json.loads((tmp_path / "data" / "decision" / "decision.json").read_text())
+    assert decision["strategy"] == summary["strategy"] and decision["candidates"]
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())["val"]
+    assert metrics["images"] == 3
+    assert metrics["accuracy_low"] < metrics["accuracy"] <= metrics["accuracy_high"]
+    for key in ("accuracy", "balanced_accuracy"):  # three images: wide, even at 1.0
+        assert metrics[f"{key}_high"] - metrics[f"{key}_low"] > 0.2, metrics
+    report = (tmp_path / "reports" / "report.md").read_text()
+    assert "(95 % interval " in report
+    assert "On 3 images one answer more or less right moves accuracy by 0.333" in report

@@ -10,6 +10,7 @@ import pytest
 
 from transferpilot.evaluate import (
     SECTIONS,
+    balanced_interval,
     build_report,
     confident_mistakes,
     evaluate_predictions,
@@ -17,6 +18,7 @@ from transferpilot.evaluate import (
     plot_confusion,
     to_html,
     top_k_accuracy,
+    wilson,
     without_figures,
 )
 
@@ -167,8 +169,27 @@ def test_a_missing_figure_is_named_not_fatal(tmp_path: Path) -> None:
 
 def test_on_an_imbalanced_set_balanced_accuracy_and_macro_f1_lead_and_the_report_says_why():
     balanced = _report({}).split("\n## ")[0]
-    assert "val accuracy **0.667**, balanced accuracy" in balanced
+    assert "val accuracy **0.667** (95 % interval 0.300 to 0.903), balanced accuracy" in balanced
+    assert "On 6 images one answer more or less right moves accuracy by 0.167" in balanced
     skewed = _report({}, imbalance=10.0).split("\n## ")[0]
     assert "val balanced accuracy **" in skewed and "macro-F1 **" in skewed
     assert "largest has 10.0x the training images of the smallest" in skewed
     assert "plain accuracy rewards answering the largest class" in skewed
+
+
+def test_the_intervals_are_honest_at_small_n_and_at_the_edges() -> None:
+    assert wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson(40, 50) == pytest.approx((0.6696, 0.8876), abs=1e-4)
+    y = np.repeat([0, 1, 2], [40, 4, 4])
+    pred = y.copy()
+    pred[[0, 1, 40, 44]] = 9  # two of the 40 wrong, one of each 4
+    low, high = balanced_interval(y, pred)
+    assert low < (38 / 40 + 3 / 4 + 3 / 4) / 3 < high
+    wide = high - low
+    low, high = balanced_interval(np.repeat(y, 10), np.repeat(pred, 10))
+    assert high - low < wide / 2  # ten times the images, a narrower interval
+    low, high = balanced_interval(np.arange(3), np.arange(3))  # one image a class, all right
+    assert low < 0.8 and high > 0.99  # open below: three images prove little
+    ev = evaluate_predictions(LABELS, PROBA, CLASSES)
+    assert ev.summary["accuracy_low"] < ev.summary["accuracy"] < ev.summary["accuracy_high"]

@@ -6,9 +6,11 @@
 
 from transferpilot.evaluate._metrics import (
     Evaluation,
+    balanced_interval,
     evaluate_predictions,
     expected_calibration_error,
     top_k_accuracy,
+    wilson,
 )
 from transferpilot.evaluate._plots import (
     Mistake,
@@ -31,6 +33,7 @@ __all__ = [
     "SHOWN_ISSUES",
     "Evaluation",
     "Mistake",
+    "balanced_interval",
     "build_report",
     "confident_mistakes",
     "evaluate_predictions",
@@ -41,5 +44,6 @@ __all__ = [
     "plot_mistakes",
     "to_html",
     "top_k_accuracy",
+    "wilson",
     "without_figures",
 ]

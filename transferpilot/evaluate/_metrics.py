@@ -38,6 +38,46 @@ def top_k_accuracy(y: np.ndarray, proba: np.ndarray, k: int) -> float:
     return float((top == np.asarray(y)[:, None]).any(axis=1).mean())
 
 
+#: The confidence of the intervals the report gives.
+LEVEL = 0.95
+_Z = 1.959963984540054  # the standard normal's 97.5th percentile
+
+
+def wilson(correct: int, n: int) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (``LEVEL``): honest at small ``n`` and
+    at 0 or 1, where the normal approximation collapses to a point."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = correct / n
+    centre = (p + _Z**2 / (2 * n)) / (1 + _Z**2 / n)
+    half = _Z * np.sqrt(p * (1 - p) / n + _Z**2 / (4 * n * n)) / (1 + _Z**2 / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def balanced_interval(
+    y: np.ndarray, pred: np.ndarray, draws: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """An interval (``LEVEL``) of balanced accuracy: each class's recall drawn from its
+    Jeffreys posterior, Beta(hits + 1/2, misses + 1/2), and the mean's percentiles, widened
+    to hold the observed value. Unlike a bootstrap it stays open where every image of a
+    class is right (or wrong)."""
+    classes = np.unique(y)
+    if len(classes) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    recalls = []
+    for c in classes:
+        rows = y == c
+        hits = int((pred[rows] == c).sum())
+        recalls.append(rng.beta(hits + 0.5, int(rows.sum()) - hits + 0.5, size=draws))
+    means = np.mean(recalls, axis=0)
+    tail = (1 - LEVEL) / 2 * 100
+    low, high = np.percentile(means, tail), np.percentile(means, 100 - tail)
+    observed = np.mean([(pred[y == c] == c).mean() for c in classes])
+    # As Jeffreys intervals are closed at 1 when every image is right (and at 0 when none is):
+    return float(min(low, observed)), float(max(high, observed))
+
+
 def evaluate_predictions(
     labels: Sequence[str], proba: np.ndarray, classes: Sequence[str], *, ece_bins: int = 15
 ) -> Evaluation:
@@ -76,6 +116,10 @@ def evaluate_predictions(
         "mean_confidence": float(confidence.mean()) if len(y) else float("nan"),
         "images": len(y),
     }
+    low, high = wilson(int((pred == y).sum()), len(y))
+    summary |= {"accuracy_low": low, "accuracy_high": high}
+    low, high = balanced_interval(y, pred)
+    summary |= {"balanced_accuracy_low": low, "balanced_accuracy_high": high}
     per_class = [
         {
             "class": c,

@@ -332,27 +332,45 @@ def build_report(
 def _headline(
     decision: Mapping[str, Any], split: str, head: Mapping[str, Any], imbalance: float
 ) -> str:
-    """The strategy and its scores; on an imbalanced set balanced accuracy and macro-F1
-    lead, and the report says why."""
+    """The strategy and its scores with their 95 % intervals; on an imbalanced set balanced
+    accuracy and macro-F1 lead, and the report says why; on few images, what one image
+    is worth."""
     chosen = f"**{decision.get('strategy')}**" + (
         f" on `{decision['layer']}`" if decision.get("layer") else ""
     )
-    accuracy, balanced, f1 = (
-        _fmt(head.get(k)) for k in ("accuracy", "balanced_accuracy", "macro_f1")
-    )
-    images = f"on {head.get('images', 0)} images."
+    accuracy, balanced = (f"**{_fmt(head.get(k))}**{_interval(head, k)}" for k in
+                          ("accuracy", "balanced_accuracy"))  # fmt: skip
+    f1, n = _fmt(head.get("macro_f1")), int(head.get("images", 0) or 0)
     if imbalance <= IMBALANCED:
-        return (
-            f"{chosen}: {split} accuracy **{accuracy}**, balanced accuracy {balanced}, "
-            f"macro-F1 {f1} {images}"
+        text = (
+            f"{chosen}: {split} accuracy {accuracy}, balanced accuracy "
+            f"{balanced.replace('**', '')}, macro-F1 {f1} on {n} images."
         )
-    return (
-        f"{chosen}: {split} balanced accuracy **{balanced}**, macro-F1 **{f1}**, accuracy "
-        f"{accuracy} {images} The classes are imbalanced (the largest has {imbalance:.1f}x "
-        "the training images of the smallest), so balanced accuracy (the mean of the "
-        "per-class recalls) and macro-F1 lead: plain accuracy rewards answering the largest "
-        "class."
-    )
+    else:
+        text = (
+            f"{chosen}: {split} balanced accuracy {balanced}, macro-F1 **{f1}**, accuracy "
+            f"{accuracy.replace('**', '')} on {n} images. The classes are imbalanced (the "
+            f"largest has {imbalance:.1f}x the training images of the smallest), so balanced "
+            "accuracy (the mean of the per-class recalls) and macro-F1 lead: plain accuracy "
+            "rewards answering the largest class."
+        )
+    if 0 < n < FEW_IMAGES:
+        text += (
+            f" On {n} images one answer more or less right moves accuracy by "
+            f"{1 / n:.3f}: read the score as its interval, not its digits."
+        )
+    return text
+
+
+#: Below this many evaluated images the headline says what one image is worth.
+FEW_IMAGES = 100
+
+
+def _interval(head: Mapping[str, Any], key: str) -> str:
+    low, high = head.get(f"{key}_low"), head.get(f"{key}_high")
+    if low is None or high is None:
+        return ""
+    return f" (95 % interval {_fmt(low)} to {_fmt(high)})"
 
 
 def without_figures(markdown_text: str) -> str:
