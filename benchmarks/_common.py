@@ -131,3 +131,22 @@ def feature_table(backbone: Any, folder: Path, cache: Path) -> Iterator[Any]:
     with tempfile.TemporaryDirectory() as tmp:
         meta, _ = write_table(backbone, intake.records, Path(tmp), ExtractParams(cache_dir=cache))
         yield FeatureTable(intake.records, meta, Path(tmp))
+
+
+def dataset_setup(
+    description: str, default: tuple[str, ...], **options: Any
+) -> tuple[Any, list[Path], Any]:
+    """``(args, dataset folders, Lite0)`` for a benchmark over datasets: the shared
+    arguments (:func:`dataset_arguments`), the folders asked for (default: ``default`` in
+    ``../shared/datasets``), warnings-only logging and the pretrained backbone."""
+    import logging
+
+    from transferpilot.zoo import create_backbone
+
+    args = dataset_arguments(description, **options).parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    return (
+        args,
+        args.datasets or [SHARED / name for name in default],
+        create_backbone("efficientnet_lite0"),
+    )

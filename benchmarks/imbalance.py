@@ -18,18 +18,16 @@ of accuracy lost. Writes ``benchmarks/results/imbalance.{json,md}``.
 
 from __future__ import annotations
 
-import logging
 import statistics
 from collections import Counter
 
 import numpy as np
 
-from benchmarks._common import SHARED, dataset_arguments, feature_table, publish
+from benchmarks._common import dataset_setup, feature_table, publish
 from transferpilot.config import TrainParams
 from transferpilot.estimators import KIND_NAMES, LinearClassifier
 from transferpilot.features import FeatureTable
 from transferpilot.layer_names import PRE_LOGITS
-from transferpilot.zoo import create_backbone
 
 DEFAULT = ("flowers11", "resisc8")
 
@@ -75,11 +73,7 @@ def one_run(table: FeatureTable, kind: str, ratio: float, seed: int) -> dict:
 
 
 def main() -> None:
-    parser = dataset_arguments(__doc__.split("\n")[0], ratio=10.0, seeds=3)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    datasets = args.datasets or [SHARED / name for name in DEFAULT]
-    backbone = create_backbone("efficientnet_lite0")
+    args, datasets, backbone = dataset_setup(__doc__.split("\n")[0], DEFAULT, ratio=10.0, seeds=3)
     rows, results = [], []
     for folder in datasets:
         with feature_table(backbone, folder, args.cache) as table:

@@ -16,18 +16,16 @@ labels. Targets (issue #31): precision >= 0.5, recall >= 0.6. Writes
 
 from __future__ import annotations
 
-import logging
 import statistics
 import time
 
 import numpy as np
 
-from benchmarks._common import SHARED, dataset_arguments, feature_table, publish
+from benchmarks._common import dataset_setup, feature_table, publish
 from transferpilot.config import TrainParams
 from transferpilot.estimators import LinearClassifier
 from transferpilot.features import FeatureTable
 from transferpilot.label_issues import find_label_issues
-from transferpilot.zoo import create_backbone
 
 DEFAULT = ("flowers11", "resisc8")
 
@@ -84,11 +82,7 @@ def one_run(table: FeatureTable, share: float, seed: int) -> dict:
 
 
 def main() -> None:
-    parser = dataset_arguments(__doc__.split("\n")[0], flip=0.05)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
-    datasets = args.datasets or [SHARED / name for name in DEFAULT]
-    backbone = create_backbone("efficientnet_lite0")
+    args, datasets, backbone = dataset_setup(__doc__.split("\n")[0], DEFAULT, flip=0.05)
     rows, results = [], []
     for folder in datasets:
         with feature_table(backbone, folder, args.cache) as table:

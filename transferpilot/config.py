@@ -180,7 +180,7 @@ class ProfileParams(Section):
 class DecideParams(Section):
     """The rules that turn the profile into a strategy (and the manual override)."""
 
-    strategy: Literal["auto", "linear", "svm", "finetune", "baseline", "pretrained"] = Field(
+    strategy: Literal["auto", "linear", "svm", "ncm", "finetune", "baseline", "pretrained"] = Field(
         "auto", description="auto = decided from the profile; any other value overrides it"
     )
     layer: str | None = Field(None, description="override the layer of linear/svm")
@@ -221,7 +221,7 @@ def _read_by(*strategies: str) -> dict[str, Any]:
 
 LINEAR = _read_by("linear", "svm")
 KERNEL = _read_by("baseline")
-HEADS = _read_by("linear", "svm", "baseline")
+HEADS = _read_by("linear", "svm", "ncm", "baseline")
 FINETUNE = _read_by("finetune")
 
 

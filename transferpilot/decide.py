@@ -189,10 +189,14 @@ def _linear_plan(
     return strategy, best.layer, best, what
 
 
+#: The nearest class mean, in a decision's words.
+_NCM = "a nearest-class-mean classifier (SimpleShot: centred, unit-length codes)"
+
 _NAMES = {
     "svm": "linear SVM",
     "linear": "softmax regression",
     "baseline": "RBF-kernel SVM",
+    "ncm": "nearest class mean (SimpleShot)",
     "finetune": "fine-tuning",
     "pretrained": "pretrained ImageNet head",
 }
@@ -423,6 +427,13 @@ def choose_strategy(  # noqa: C901, PLR0915  (see the comment above)
         action = f"{_PRETRAINED}; {_score(probe)}"
         chosen = probe
         plan = train.for_strategy(strategy)
+    elif strategy == "ncm":
+        layer, probe = PRE_LOGITS, profile.probe(PRE_LOGITS, "ncm")
+        action = f"train {_NCM} on the CNN codes (pre_logits)"
+        if probe is not None:
+            action += f"; it cross-validates {_score(probe)}"
+        chosen = probe
+        plan = train.for_strategy(strategy)
     elif strategy == "baseline":
         layer, probe = PIXELS, profile.probe(PIXELS, "kernel")
         action = "train the no-transfer baseline, an RBF-kernel SVM on the raw pixels"
@@ -459,6 +470,7 @@ def choose_strategy(  # noqa: C901, PLR0915  (see the comment above)
                 "linear": "a linear classifier (softmax regression)",
                 "svm": "a linear SVM",
                 "baseline": "an RBF-kernel SVM",
+                "ncm": _NCM,
             }[strategy]
             action = f"train {kind} on {what}"
             if probe is not None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.kernel_approximation import Nystroem
 from sklearn.linear_model import LogisticRegression
@@ -45,6 +45,43 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class CenteredL2(TransformerMixin, BaseEstimator):
+    """SimpleShot's CL2N (Wang et al. 2019): subtract the training rows' mean, then scale
+    each row to unit length."""
+
+    def fit(self, X: np.ndarray, y: Any = None) -> CenteredL2:
+        self.mean_ = np.asarray(X, dtype=np.float64).mean(axis=0)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        centred = np.asarray(X, dtype=np.float64) - self.mean_
+        return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+
+
+class NearestClassMean(ClassifierMixin, BaseEstimator):
+    """The nearest class mean, as a linear model: ``-|x - m_k|^2`` is ``2 x.m_k - |m_k|^2``
+    up to a term every class shares, so ``coef_`` is ``2 m_k`` and ``intercept_`` is
+    ``-|m_k|^2``, times ``C``, a scale of the scores (no effect on which class wins; the
+    temperature calibrates it). Nothing is fitted but the means: no solver, no prior."""
+
+    def __init__(self, C: float = 1.0) -> None:
+        self.C = C
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> NearestClassMean:
+        X, y = np.asarray(X, dtype=np.float64), np.asarray(y)
+        self.classes_ = np.unique(y)
+        means = np.stack([X[y == c].mean(axis=0) for c in self.classes_])
+        self.coef_ = 2.0 * self.C * means
+        self.intercept_ = -self.C * (means * means).sum(axis=1)
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[self.decision_function(X).argmax(axis=1)]
+
+
 class SoftmaxLinearSVC(LinearSVC):
     """:class:`LinearSVC` whose ``predict_proba`` is a softmax of the margins (uncalibrated)."""
 
@@ -55,13 +92,21 @@ class SoftmaxLinearSVC(LinearSVC):
 #: Nyström components of the ``kernel`` classifier, at most (one per training row below that).
 KERNEL_COMPONENTS = 1000
 #: What each kind of :class:`LinearClassifier` is, in the words of a decision's reason.
-KIND_NAMES = {"linear": "softmax regression", "svm": "linear SVM", "kernel": "RBF-kernel SVM"}
+KIND_NAMES = {
+    "linear": "softmax regression",
+    "svm": "linear SVM",
+    "kernel": "RBF-kernel SVM",
+    "ncm": "nearest class mean (SimpleShot)",
+}
+#: The nearest class mean has no C to choose: its one "grid point".
+NCM_GRID = (1.0,)
 
 
 class LinearClassifier(ClassifierMixin, BaseEstimator):
     """Standardise, then a linear classifier whose C is chosen by stratified CV.
 
-    ``kind``: ``linear`` (multinomial logistic, i.e. softmax regression), ``svm``, or
+    ``kind``: ``linear`` (multinomial logistic, i.e. softmax regression), ``svm``,
+    ``ncm``: the nearest class mean on centred, unit-length rows (SimpleShot; no C), or
     ``kernel``: an RBF kernel (``gamma`` = 1 / (features x variance), features not
     standardised) approximated by a Nyström map of up to :data:`KERNEL_COMPONENTS`
     training rows, then a linear SVM — a kernel SVM whose cost grows linearly with the rows.
@@ -97,10 +142,12 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
     def from_settings(cls, kind: str, settings: TrainParams) -> LinearClassifier:
         """The classifier the ``train`` settings describe (C grid, folds, iterations, seed)."""
         s = settings
-        grid = s.kernel_c_grid if kind == "kernel" else s.c_grid
+        grid = s.kernel_c_grid if kind == "kernel" else NCM_GRID if kind == "ncm" else s.c_grid
         return cls(kind, grid, s.cv_folds, s.max_iter, s.seed, n_jobs=-1, balance=True)  # type: ignore[arg-type]
 
     def _steps(self, X: np.ndarray, folds: int) -> list[tuple[str, Any]]:
+        if self.kind == "ncm":
+            return [("normalise", CenteredL2()), ("clf", NearestClassMean())]
         if self.kind != "kernel":
             return [("scale", StandardScaler()), ("clf", self._classifier())]
         # Not standardised per feature: on raw pixels that inflates the near-constant
@@ -161,9 +208,10 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
             cv = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
             # Imbalanced: class-weighted fits compete with unweighted ones, and the winner
             # is the one that cross-validates best in balanced accuracy (mean recall).
+            weights = [None, "balanced"] if weighted and self.kind != "ncm" else [None]
             search = GridSearchCV(
                 pipeline,
-                {"clf__C": grid, "clf__class_weight": [None, "balanced"] if weighted else [None]},
+                {"clf__C": grid} | ({"clf__class_weight": weights} if self.kind != "ncm" else {}),
                 cv=cv,
                 scoring=("accuracy", "balanced_accuracy"),
                 n_jobs=self.n_jobs,
@@ -236,7 +284,7 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
             | ({"class_weight": w} if w is not None else {})
             for c, w, m, s, b in zip(
                 res["param_clf__C"],
-                res["param_clf__class_weight"],
+                res.get("param_clf__class_weight", [None] * len(res["param_clf__C"])),
                 res["mean_test_accuracy"],
                 res["std_test_accuracy"],
                 res["mean_test_balanced_accuracy"],

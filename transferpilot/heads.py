@@ -78,12 +78,27 @@ class NystroemMap(nn.Module):
         return torch.exp(-self.gamma * sq.clamp_min(0)) @ self.normalization
 
 
+class CenteredL2Map(nn.Module):
+    """:class:`~transferpilot.estimators.CenteredL2` as tensors: less the mean, unit length."""
+
+    def __init__(self, normalise: Any) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(normalise.mean_, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - self.mean
+        return centred / centred.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
 def head_module(estimator: Any) -> nn.Module:
     """A fitted :class:`~transferpilot.strategies.LinearClassifier` as a module whose
-    softmax is its ``predict_proba``: one ``nn.Linear``, after the Nyström map for ``kernel``."""
+    softmax is its ``predict_proba``: one ``nn.Linear``, after the Nyström map for
+    ``kernel`` or the centring and unit length for ``ncm``."""
     steps = estimator.model_.named_steps
     if "map" in steps:
         return nn.Sequential(NystroemMap(steps["map"]), _linear(estimator))
+    if "normalise" in steps:
+        return nn.Sequential(CenteredL2Map(steps["normalise"]), _linear(estimator))
     return linear_layer(estimator)
 
 

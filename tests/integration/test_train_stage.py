@@ -200,12 +200,14 @@ def test_where_the_model_looked_on_its_mistakes_and_for_predict(tmp_path: Path) 
 
 def test_five_images_per_class_work_end_to_end(tmp_path: Path) -> None:
     """The smallest set the product takes on: folds shrink to what the classes hold, a
-    decision is made on that evidence, and the report says what a score on three val
-    images is worth instead of printing it bare."""
+    decision is made on that evidence (the nearest class mean among the candidates), and
+    the report says what a score on three val images is worth instead of printing it
+    bare."""
     image_folder(tmp_path / "images", {"red": 5, "green": 5, "blue": 5}, size=24)
     summary = run_pipeline(tmp_path, "auto")
     decision = json.loads((tmp_path / "data" / "decision" / "decision.json").read_text())
-    assert decision["strategy"] == summary["strategy"] and decision["candidates"]
+    assert decision["strategy"] == summary["strategy"]
+    assert "ncm" in {c["strategy"] for c in decision["candidates"]}  # SimpleShot weighed
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())["val"]
     assert metrics["images"] == 3
     assert metrics["accuracy_low"] < metrics["accuracy"] <= metrics["accuracy_high"]
@@ -214,3 +216,7 @@ def test_five_images_per_class_work_end_to_end(tmp_path: Path) -> None:
     report = (tmp_path / "reports" / "report.md").read_text()
     assert "(95 % interval " in report
     assert "On 3 images one answer more or less right moves accuracy by 0.333" in report
+    # SimpleShot, asked for by hand: saved, evaluated and exported like every head
+    summary = run_pipeline(tmp_path, "ncm", DOWNSTREAM)
+    assert (summary["strategy"], summary["layer"]) == ("ncm", "pre_logits")
+    check_evaluation(tmp_path)

@@ -318,3 +318,23 @@ def test_the_best_two_and_three_layers_are_joined_in_network_order() -> None:
         "blocks.4+blocks.6",
         "blocks.4+blocks.6+pre_logits",
     ]  # logits (the best) never joins: a linear model reads it as log-probabilities
+
+
+def test_the_nearest_class_mean_wins_only_by_evidence_and_can_be_asked_for() -> None:
+    """SimpleShot is a candidate like any head: on a tiny set where it cross-validates
+    clearly above the table's pick it ships, with the reason; within one standard error it
+    does not; and ``decide.strategy: ncm`` asks for it by hand."""
+    base = make_profile(per_class=5, score=0.8)
+    ncm = LayerProbe("pre_logits", 8, 0.97, 1.0, 15, "ncm", 0.02, 5)
+    decision = choose_strategy(replace(base, probes=[*base.probes, ncm]), DecideParams())
+    assert (decision.strategy, decision.layer) == ("ncm", "pre_logits")
+    assert "nearest class mean (SimpleShot)" in decision.reason
+    assert decision.train == TrainParams().for_strategy("ncm")
+    close = replace(ncm, cv_accuracy=0.91, cv_std=0.05)
+    kept = choose_strategy(replace(base, probes=[*base.probes, close]), DecideParams())
+    assert kept.strategy == "linear"
+    by_hand = choose_strategy(
+        replace(base, probes=[*base.probes, close]), DecideParams(strategy="ncm")
+    )
+    assert (by_hand.strategy, by_hand.layer) == ("ncm", "pre_logits")
+    assert "SimpleShot" in by_hand.reason and "0.910" in by_hand.reason

@@ -55,6 +55,15 @@ def test_a_prior_shift_is_folded_into_the_bias(kind: str, classes: int) -> None:
 
 
 @pytest.mark.parametrize("classes", [2, 3])
+def test_the_nearest_class_mean_exports_with_its_normalisation(classes: int) -> None:
+    probe, X = fitted("ncm", classes)
+    assert "normalise" in probe.model_.named_steps
+    with torch.no_grad():
+        got = head_module(probe)(torch.as_tensor(X)).softmax(-1).numpy()
+    np.testing.assert_allclose(got, probe.predict_proba(X), atol=1e-5)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
 def test_kernel_head_reproduces_predict_proba(classes: int) -> None:
     probe, X = fitted("kernel", classes)
     assert "map" in probe.model_.named_steps  # a Nyström map before the linear SVM

@@ -40,6 +40,20 @@ def test_strategies_learn_separable_data(name: str) -> None:
     assert [row["C"] for row in probe.cv_table()] == [0.01, 1.0]
 
 
+def test_the_nearest_class_mean_is_simpleshot_and_a_linear_model_after_cl2n() -> None:
+    """Centre on the training mean, scale rows to unit length, answer the nearest class
+    mean: computed by hand here, and equal to the head's answers and its linear form."""
+    X, y = blobs(classes=3, n_per_class=5)
+    head = LinearClassifier("ncm", c_grid=(1.0,), cv_folds=5).fit(X, y)
+    assert head.cv_folds_ == 5 and head.cv_table()[0]["C"] == 1.0
+    Z = X - X.mean(0)
+    Z /= np.linalg.norm(Z, axis=1, keepdims=True)
+    means = np.stack([Z[y == c].mean(0) for c in head.classes_])
+    nearest = head.classes_[((Z[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)]
+    assert (head.predict(X) == nearest).all()
+    assert (head.classes_[head.predict_proba(X).argmax(1)] == nearest).all()
+
+
 def test_binary_svm_probabilities_have_two_columns() -> None:
     X, y = blobs(classes=2)
     proba = LinearClassifier("svm", c_grid=(1.0,), cv_folds=2).fit(X, y).predict_proba(X)
@@ -59,9 +73,9 @@ def test_it_is_an_ordinary_estimator() -> None:
 
 
 def test_every_strategy_is_registered_and_an_unknown_one_lists_them() -> None:
-    assert list_strategies() == ["baseline", "finetune", "linear", "pretrained", "svm"]
+    assert list_strategies() == ["baseline", "finetune", "linear", "ncm", "pretrained", "svm"]
     assert all(get_strategy(name).name == name for name in list_strategies())
-    with pytest.raises(ConfigError, match="finetune, linear, svm, baseline, pretrained"):
+    with pytest.raises(ConfigError, match="finetune, linear, svm, ncm, baseline, pretrained"):
         get_strategy("random_forest")
 
 

@@ -190,7 +190,7 @@ def probe_layers(
     layers are also probed side by side (:func:`joined_candidates`), unless ``join`` is
     false.
     """
-    from transferpilot.estimators import LinearClassifier  # defers scikit-learn
+    from transferpilot.estimators import NCM_GRID, LinearClassifier  # defers scikit-learn
 
     y = np.asarray(labels)
     rows = stratified_sample(y, settings.probe_max_images, settings.seed)
@@ -203,7 +203,7 @@ def probe_layers(
     def probe(layer: str, kind: str) -> LayerProbe:
         start = time.perf_counter()
         X = inputs(layer)
-        grid = settings.kernel_c_grid if kind == "kernel" else settings.probe_c_grid
+        grid = {"kernel": settings.kernel_c_grid, "ncm": NCM_GRID}.get(kind, settings.probe_c_grid)
         key = _probe_key(X, y[rows], kind, grid, settings)
         cached = settings.cache_dir / "probes" / f"{key}.json" if settings.cache_dir else None
         if cached is not None and cached.is_file():
@@ -243,6 +243,8 @@ def probe_layers(
     if join:
         results += [probe(name, settings.probe) for name in joined_candidates(results, layers)]
     results += [probe(layer, other) for layer in layers if layer in best]
+    if PRE_LOGITS in layers:  # SimpleShot: the nearest class mean of the CNN codes
+        results.append(probe(PRE_LOGITS, "ncm"))
     if PIXELS in features:
         results += [probe(PIXELS, kind) for kind, _ in BASELINE_KINDS]
     return results

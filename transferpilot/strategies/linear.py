@@ -183,6 +183,15 @@ class LinearSVM(FeatureStrategy):
     """Linear SVM (one-vs-rest, squared hinge) on a chosen layer's features."""
 
 
+@register_strategy("ncm")
+class NearestClassMean(FeatureStrategy):
+    """SimpleShot (Wang et al. 2019): each class's mean of the centred, unit-length CNN
+    codes; an image goes to the nearest. Nothing to tune, so it holds up where a class has
+    a handful of images."""
+
+    kind = "ncm"
+
+
 @register_strategy("baseline")
 class PixelBaseline(FeatureStrategy):
     """No transfer: an RBF-kernel SVM on the raw pixels (the network's input pooled to
