@@ -196,3 +196,29 @@ def test_a_kill_while_the_next_checkpoint_is_written_keeps_the_last_one(
     save_checkpoint(tmp_path, "last", model, {"epoch": 2}, optimizer)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["last-epoch2.optim.safetensors", "last-epoch2.safetensors", "last.json"]
+
+
+def test_imbalanced_classes_get_balanced_batches_and_the_epoch_by_balanced_accuracy(
+    tiny: Backbone, task
+) -> None:
+    """16 red against 4 blue (4:1): every epoch draws each class about equally often, the
+    held-in balanced accuracy is logged per epoch, and it is what picks the epoch."""
+    (paths, labels), (val_paths, val_labels) = task
+    keep = [i for i, lb in enumerate(labels) if lb == "red"] + [
+        i for i, lb in enumerate(labels) if lb == "blue"
+    ][:4]
+    paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
+    tuner = Finetuner(tiny, CONFIG.model_copy(update={"epochs": 2})).fit(
+        paths, labels, val_paths, val_labels
+    )
+    assert tuner.balanced_
+    targets = [tuner.classes_.index(lb) for lb in labels]
+    dataset = type("Rows", (), {"targets": targets, "__len__": lambda self: len(targets)})()
+    drawn = list(tuner._loader(dataset, shuffle=True, epoch=0, shared=True).sampler)
+    assert len(drawn) == 20 and sum(targets[i] == tuner.classes_.index("blue") for i in drawn) >= 6
+    history = tuner.result_.history
+    assert all(0 <= h.val_balanced_accuracy <= 1 for h in history)
+    best = max(range(len(history)), key=lambda e: (history[e].val_balanced_accuracy, -e))
+    assert tuner.result_.best_epoch == best + 1
+    assert tuner.result_.best_val_balanced_accuracy == history[best].val_balanced_accuracy
+    assert tuner.result_.best_val_accuracy == history[best].val_accuracy  # still accuracy

@@ -43,8 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, WeightedRandomSampler
 
+from transferpilot.balance import imbalance, is_imbalanced
 from transferpilot.config import TrainParams, resolve_workers
 from transferpilot.errors import ModelError
 from transferpilot.finetune._checkpoint import load_checkpoint, save_checkpoint
@@ -78,6 +79,8 @@ class EpochLog:
     lr: float
     seconds: float
     images_per_s: float
+    #: the held-in mean per-class recall: what selects the epoch on an imbalanced set
+    val_balanced_accuracy: float | None = None
 
 
 @dataclass
@@ -88,6 +91,8 @@ class FitResult:
     resumed_from: int | None
     stopped_early: bool
     history: list[EpochLog] = field(default_factory=list)
+    #: the chosen epoch's held-in balanced accuracy (what chose it on imbalanced classes)
+    best_val_balanced_accuracy: float | None = None
 
 
 @dataclass
@@ -102,11 +107,15 @@ class _Progress:
     history: list[EpochLog] = field(default_factory=list)
     resumed: int | None = None
 
-    def update(self, epoch: int, entry: EpochLog) -> bool:
-        """Record the epoch; True when its val accuracy is the best so far."""
+    def update(self, epoch: int, entry: EpochLog, balanced: bool = False) -> bool:
+        """Record the epoch; True when its held-in score is the best so far: accuracy, or
+        balanced accuracy where the classes are imbalanced."""
         self.history.append(entry)
-        if entry.val_accuracy > self.best_acc:
-            self.best_acc, self.best_epoch, self.stale = entry.val_accuracy, epoch, 0
+        score = entry.val_accuracy
+        if balanced and entry.val_balanced_accuracy is not None:
+            score = entry.val_balanced_accuracy
+        if score > self.best_acc:
+            self.best_acc, self.best_epoch, self.stale = score, epoch, 0
             return True
         self.stale += 1
         return False
@@ -246,6 +255,12 @@ class Finetuner:
             sampler.set_epoch(epoch)
         elif shared and world > 1:
             dataset = Subset(dataset, range(rank, len(dataset), world))
+        elif shuffle and getattr(self, "balanced_", False):  # each class equally often
+            targets = np.asarray(dataset.targets)  # type: ignore[attr-defined]
+            weights = 1.0 / np.bincount(targets)[targets]
+            sampler = WeightedRandomSampler(
+                weights.tolist(), len(targets), replacement=True, generator=generator
+            )
         rows = len(sampler) if sampler is not None else len(dataset)
         return DataLoader(
             dataset,
@@ -330,6 +345,8 @@ class Finetuner:
         if train:
             set_batchnorm_mode(model, train_unfrozen=self.config.train_bn)
         total, correct, loss_sum = 0, 0, 0.0
+        classes = len(self.classes_)
+        hits, seen = torch.zeros(classes), torch.zeros(classes)
         grad = torch.enable_grad() if train else torch.inference_mode()
         with grad:
             for x, y in loader:
@@ -345,11 +362,18 @@ class Finetuner:
                     loss.backward()
                     optimizer.step()
                     scheduler.step()
+                right = (logits.argmax(1) == y).cpu()
                 total += len(y)
-                correct += int((logits.argmax(1) == y).sum())
+                correct += int(right.sum())
                 loss_sum += float(loss.detach()) * len(y)
-        loss_sum, correct, total = all_sum([loss_sum, correct, total], self.device)
-        return loss_sum / max(total, 1), correct / max(total, 1), int(total)
+                seen += torch.bincount(y.cpu(), minlength=classes)
+                hits += torch.bincount(y.cpu()[right], minlength=classes)
+        summed = all_sum([loss_sum, correct, total, *hits.tolist(), *seen.tolist()], self.device)
+        loss_sum, correct, total = summed[:3]
+        hits, seen = np.array(summed[3 : 3 + classes]), np.array(summed[3 + classes :])
+        recall = hits[seen > 0] / seen[seen > 0]
+        balanced = float(recall.mean()) if len(recall) else float("nan")
+        return loss_sum / max(total, 1), correct / max(total, 1), int(total), balanced
 
     def _run_key(self, paths: Sequence[Path], targets: Sequence[int]) -> str:
         text = json.dumps(
@@ -384,6 +408,13 @@ class Finetuner:
         self.classes_ = sorted(set(labels))
         index = {label: i for i, label in enumerate(self.classes_)}
         targets, val_targets = [index[x] for x in labels], [index[x] for x in val_labels]
+        self.balanced_ = rank_world()[1] == 1 and is_imbalanced(targets)
+        if self.balanced_:
+            log.info(
+                "imbalanced classes (largest %.1fx the smallest): class-balanced batches, the "
+                "epoch chosen by held-in balanced accuracy",
+                imbalance(targets),
+            )
         _seed_all(c.seed)
         self._build(len(self.classes_))
         train_tf, eval_tf = self._transforms()
@@ -408,18 +439,20 @@ class Finetuner:
                 stopped = True
                 break
             entry = self._epoch(epoch, train_set, val_set, optimizer, scheduler, criterion)
-            improved = progress.update(epoch, entry)
+            improved = progress.update(epoch, entry, self.balanced_)
             self._checkpoint(epoch, progress, improved, optimizer, scheduler)
             if rank_world()[0] == 0:  # rank 0 logs and reports for every rank
                 self._report(entry, improved)
         self._load_best()
+        best = progress.history[progress.best_epoch] if progress.best_epoch >= 0 else None
         self.result_ = FitResult(
             progress.best_epoch + 1,
-            progress.best_acc,
+            best.val_accuracy if best is not None else progress.best_acc,
             len(progress.history),
             progress.resumed,
             stopped,
             progress.history,
+            best.val_balanced_accuracy if best is not None else None,
         )
         return self
 
@@ -478,7 +511,7 @@ class Finetuner:
         for p in self._body:
             p.requires_grad_(not head_only)
         begin = time.perf_counter()
-        tr_loss, tr_acc, seen = self._run_epoch(
+        tr_loss, tr_acc, seen, _ = self._run_epoch(
             self._loader(train_set, shuffle=True, epoch=epoch, shared=True),
             optimizer,
             scheduler,
@@ -486,7 +519,7 @@ class Finetuner:
             True,
         )
         train_s = time.perf_counter() - begin
-        va_loss, va_acc, _ = self._run_epoch(
+        va_loss, va_acc, _, va_balanced = self._run_epoch(
             self._loader(val_set, shuffle=False, epoch=epoch, shared=True),
             None,
             None,
@@ -502,6 +535,7 @@ class Finetuner:
             optimizer.param_groups[0]["lr"],
             time.perf_counter() - begin,
             seen / max(train_s, 1e-9),
+            va_balanced,
         )
 
     def _checkpoint(

@@ -119,6 +119,8 @@ class Finetune(Defaults):
             "head_init": self.tuner.head_init_,
             "groups": [asdict(g) for g in self.tuner.groups_],
         }
+        if self.tuner.balanced_:  # imbalanced classes: see Finetuner.fit
+            self.summary_["rebalance"] = "class-balanced batches, epoch by balanced accuracy"
         return self
 
     def save(self, directory: Path) -> None:
