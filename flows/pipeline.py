@@ -90,10 +90,14 @@ def pipeline(
     requested = orchestrate.requested_overrides(project, data, model, strategy, params, overrides)
     dask = orchestrate.parse_cluster(cluster)
     label_run(orchestrate.dataset_name(project, data))  # tagged from the start, failed runs too
-    saved_params = orchestrate.snapshot_params(project)
+    # An override run is an experiment: the workspace is put back after it (in Git, where
+    # `dvc exp save` keeps the run; elsewhere it stays, consistent, as `dvc exp run -S`).
+    kept = requested and (project / ".git").exists()
+    saved = orchestrate.snapshot_workspace(project) if kept else None
     apply_params(project, requested)
+    restored = False
     try:
-        return _run_stages(
+        result = _run_stages(
             project,
             requested,
             experiment,
@@ -103,11 +107,14 @@ def pipeline(
             retry_delay_seconds,
         )
     finally:
-        if orchestrate.restore_params(project, saved_params):
+        if saved is not None and orchestrate.restore_workspace(project, saved):
+            restored = True
             logger.info(
-                "params.yaml restored: this run's overrides are kept in its DVC experiment only"
-                " (`dvc exp apply <name>` makes them the workspace's)"
+                "workspace put back (params.yaml, dvc.lock and the outputs, as `dvc exp run "
+                "--temp` leaves it): this run lives on in its DVC experiment "
+                "(`dvc exp apply <name>` brings it into the workspace)"
             )
+    return {**result, "workspace_restored": restored}
 
 
 def _run_stages(

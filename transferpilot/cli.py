@@ -420,10 +420,17 @@ def run(
     decision = result["decision"]
     layer = f" on {decision['layer']}" if decision.get("layer") else ""
     typer.echo(f"\nDecision: {decision['strategy']}{layer} ({decision['quadrant']})")
-    if result.get("experiment"):
-        typer.echo(f"DVC experiment: {result['experiment']}")
+    experiment = result.get("experiment")
+    if experiment:
+        typer.echo(f"DVC experiment: {experiment}")
     typer.echo(f"Result: {result['headline']}")
-    typer.echo(f"Report: {result['report']}  (and {result['report_html']})")
+    if result.get("workspace_restored"):
+        typer.echo(
+            f"Report: in the experiment ({result['report']} there); the workspace is as it was, "
+            f"`dvc exp apply {experiment}` brings the run into it"
+        )
+    else:
+        typer.echo(f"Report: {result['report']}  (and {result['report_html']})")
 
 
 @app.command()

@@ -119,6 +119,8 @@ def test_an_override_lives_for_its_run_only_as_a_dvc_experiment(
 
     committed = (project / "params.yaml").read_text()
     committed_params = yaml.safe_load(committed)
+    lock = (project / "dvc.lock").read_bytes()
+    report = (project / "reports" / "report.md").read_bytes()
     result = pipeline(
         project=project, params={"train.cv_folds": 2}, experiment="folds2", retry_delay_seconds=0
     )
@@ -131,9 +133,13 @@ def test_an_override_lives_for_its_run_only_as_a_dvc_experiment(
         "train": "ran",
         "evaluate": "ran",
     }
-    # the override lived for that run only: it is in the experiment, not in params.yaml
+    # the override lived for that run only: it is in the experiment, and the workspace is
+    # as it was (as `dvc exp run --temp` leaves it): params, lock, outputs, a clean status
     assert (project / "params.yaml").read_text() == committed
-    assert result["experiment"] == "folds2"
+    assert (project / "dvc.lock").read_bytes() == lock
+    assert (project / "reports" / "report.md").read_bytes() == report
+    assert json.loads(run(["dvc", "status", "--json"], project).stdout) == {}
+    assert result["experiment"] == "folds2" and result["workspace_restored"]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     experiments = [e for row in shown for e in (row.get("experiments") or [])]
     (folds2,) = [e for e in experiments if e.get("name") == "folds2"]
@@ -142,14 +148,10 @@ def test_an_override_lives_for_its_run_only_as_a_dvc_experiment(
 
     assert started == ["decide", "train", "evaluate"]  # one `dvc status` cleared the others
 
-    started.clear()  # the next plain (or scheduled) run uses the committed values again
-    plain = pipeline(project=project, retry_delay_seconds=0)
-    assert started == ["decide", "train", "evaluate"]
-    assert yaml.safe_load((project / "params.yaml").read_text()) == committed_params
-    assert plain["experiment"] is None
-
-    started.clear()
+    started.clear()  # the next plain (or scheduled) run finds the committed state: no work
     again = pipeline(project=project, retry_delay_seconds=0, return_state=True)
+    assert yaml.safe_load((project / "params.yaml").read_text()) == committed_params
+    assert again.result()["experiment"] is None
     assert {r["status"] for r in again.result()["stages"].values()} == {"skipped"}
     assert started == []  # no `dvc repro` process at all
     states = task_states(again.state_details.flow_run_id)

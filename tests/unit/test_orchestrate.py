@@ -1,5 +1,5 @@
 """The orchestration helpers the flow and `transferpilot run` share: checks before a run,
-params.yaml put back after it, run names."""
+the workspace put back after it, run names."""
 
 from __future__ import annotations
 
@@ -37,13 +37,24 @@ def test_a_run_is_checked_without_writing_anything(project: Path) -> None:
 
 
 def test_overrides_are_put_back_after_the_run(project: Path) -> None:
-    saved = orchestrate.snapshot_params(project)
+    """Without a dvc.lock before the run (nothing to check out), the files alone."""
+    saved = orchestrate.snapshot_workspace(project)
     orchestrate.apply_overrides(project, ["train.cv_folds=2"])
+    (project / "dvc.lock").write_text("schema: '2.0'\n")  # the run's lock
     assert "cv_folds: 2" in (project / "params.yaml").read_text()
-    assert orchestrate.restore_params(project, saved) is True
-    assert (project / "params.yaml").read_bytes() == saved
+    assert orchestrate.restore_workspace(project, saved) is True
+    assert (project / "params.yaml").read_bytes() == saved["params.yaml"]
     assert (project / "params.yaml").stat().st_mode & 0o777 == 0o644
-    assert orchestrate.restore_params(project, saved) is False  # nothing to put back
+    assert not (project / "dvc.lock").exists()  # there was none before
+    assert orchestrate.restore_workspace(project, saved) is False  # nothing to put back
+
+
+def test_the_experiments_name_is_read_from_what_dvc_printed() -> None:
+    from transferpilot.orchestrate.dvc import experiment_name
+
+    assert experiment_name("Experiment has been saved as: ready-love\n") == "ready-love"
+    assert experiment_name("Created experiment ref: 'folds2'") == "folds2"
+    assert experiment_name("nothing here") is None
 
 
 def test_runs_are_named_after_the_dataset_and_the_decision(project: Path) -> None:

@@ -7,7 +7,8 @@
 - :mod:`.repro` — one stage as a ``dvc repro --single-item`` process, its output read
   line by line (:func:`repro_stage`, :func:`line_level`, :class:`StageFailed`);
 - :mod:`.overrides` — a run's settings as DVC's ``-S`` overrides, checked, applied to
-  ``params.yaml`` and put back (:func:`apply_overrides`, :func:`restore_params`);
+  ``params.yaml``, and the workspace put back after the run (:func:`apply_overrides`,
+  :func:`restore_workspace`);
 - :mod:`.naming` — the run's name and the project's commit;
 - :mod:`.cluster` — ``--cluster`` (Dask through prefect-dask);
 - :mod:`.outcome` — what a finished pipeline left, for the flow's artifacts;
@@ -35,8 +36,8 @@ from transferpilot.orchestrate.overrides import (
     check_run,
     check_source,
     requested_overrides,
-    restore_params,
-    snapshot_params,
+    restore_workspace,
+    snapshot_workspace,
     to_overrides,
 )
 from transferpilot.orchestrate.repro import (
@@ -69,10 +70,10 @@ __all__ = [
     "parse_cluster",
     "repro_stage",
     "requested_overrides",
-    "restore_params",
+    "restore_workspace",
     "run_name",
     "save_experiment",
-    "snapshot_params",
+    "snapshot_workspace",
     "stage_order",
     "stale_stages",
     "to_overrides",

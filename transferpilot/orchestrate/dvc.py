@@ -42,6 +42,14 @@ class _Dvc:
         with Repo(str(self.root)) as repo, repo.lock:
             return {self._address(s) for s in repo.index.stages if s.status()}
 
+    def checkout(self) -> None:
+        """The outputs as ``dvc.lock`` records them, from DVC's cache (``dvc checkout
+        --force``): what was there before a run, after its ``dvc.lock`` is put back."""
+        from dvc.repo import Repo
+
+        with Repo(str(self.root)) as repo:
+            repo.checkout(force=True)
+
     @staticmethod
     def apply_overrides(params_file: Path, overrides: list[str]) -> None:
         """DVC's ``-S`` (Hydra) overrides applied to a params file in place; a malformed
@@ -81,5 +89,11 @@ def save_experiment(project: Path, name: str | None = None) -> str | None:
     result = subprocess.run(cmd, cwd=project, env=subprocess_env(), capture_output=True, text=True)
     if result.returncode != 0:
         raise TransferpilotError(f"dvc exp save failed: {result.stdout}{result.stderr}".strip())
-    found = re.findall(r"experiment (?:name|ref)?:?\s*'?([\w.-]+)'?", result.stdout)
-    return found[-1] if found else (name or result.stdout.strip())
+    return name or experiment_name(result.stdout)
+
+
+def experiment_name(said: str) -> str | None:
+    """The experiment's name in what ``dvc exp save`` printed ("Experiment has been saved
+    as: ready-love"), never the whole sentence; None when it names none."""
+    found = re.findall(r"(?:saved as|experiment(?: name| ref)?):?\s*'?([\w.-]+)'?", said, re.I)
+    return found[-1] if found else None

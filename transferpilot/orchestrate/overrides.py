@@ -1,6 +1,6 @@
 """A run's settings: every way to ask for one (flow parameters, CLI options) as DVC ``-S``
-overrides, checked before any stage runs, applied to ``params.yaml`` atomically, and
-``params.yaml`` put back after the run (the overrides live on in its DVC experiment)."""
+overrides, checked before any stage runs, applied to ``params.yaml`` atomically, and the
+workspace put back after the run (the run lives on in its DVC experiment)."""
 
 from __future__ import annotations
 
@@ -135,24 +135,36 @@ def _overridden(project: Path, overrides: Sequence[str], params_file: str, *, wr
         tmp.unlink(missing_ok=True)
 
 
-def snapshot_params(project: Path, params_file: str = "params.yaml") -> bytes | None:
-    """``params.yaml`` as it is, to put back after a run with overrides."""
-    path = project / params_file
-    return path.read_bytes() if path.exists() else None
+#: What a run with overrides changes in the workspace, and :func:`restore_workspace` puts back.
+WORKSPACE_FILES = ("params.yaml", "dvc.lock")
 
 
-def restore_params(project: Path, saved: bytes | None, params_file: str = "params.yaml") -> bool:
-    """Put ``params.yaml`` back as :func:`snapshot_params` saw it (atomically); True when it
-    had changed. A run's overrides live on in its DVC experiment, not in the workspace."""
+def snapshot_workspace(project: Path) -> dict[str, bytes | None]:
+    """``params.yaml`` and ``dvc.lock`` as they are, to put back after a run with overrides."""
+    return {
+        name: (project / name).read_bytes() if (project / name).exists() else None
+        for name in WORKSPACE_FILES
+    }
 
-    path = project / params_file
-    current = path.read_bytes() if path.exists() else None
-    if current == saved:
-        return False
-    if saved is None:
-        path.unlink(missing_ok=True)
-    else:
+
+def restore_workspace(project: Path, saved: dict[str, bytes | None]) -> bool:
+    """The workspace as :func:`snapshot_workspace` saw it: ``params.yaml`` and ``dvc.lock``
+    put back (atomically), then the outputs checked out of DVC's cache to match, as ``dvc
+    exp run --temp`` would have left it: ``dvc status`` as clean as before. True when
+    anything had changed. A run's overrides, lock and outputs live on in its DVC
+    experiment (``dvc exp apply NAME``)."""
+    changed = False
+    for name, before in saved.items():
+        path = project / name
+        if (path.read_bytes() if path.exists() else None) == before:
+            continue
+        changed = True
+        if before is None:
+            path.unlink(missing_ok=True)
+            continue
         with atomic_open(path, "wb") as fh:
-            fh.write(saved)
+            fh.write(before)
         os.chmod(path, 0o644)
-    return True
+    if changed and saved.get("dvc.lock") is not None:
+        _Dvc(project).checkout()
+    return changed
