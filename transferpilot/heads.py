@@ -118,7 +118,7 @@ class FeatureClassifier(nn.Module):
 
     def __init__(
         self,
-        features: nn.Module,
+        features: nn.Module | None,
         layer: str,
         head: nn.Linear,
         data_config: DataConfig,

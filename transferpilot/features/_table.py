@@ -214,8 +214,17 @@ class RecordedBackbone:
 
     def __init__(self, meta: FeatureMeta, name: str, arch: str | None = None) -> None:
         self.spec, self.weights_digest = meta.model, meta.weights_digest
-        self._name, self._arch = name, arch
+        self._name, self._arch, self._meta = name, arch, meta
         self._built: Backbone | None = None
+
+    @property
+    def data_config(self) -> Any:
+        """The preprocessing the features were computed with, as recorded: no network built
+        (the no-transfer baseline's predictor needs this alone)."""
+        from transferpilot.zoo import DataConfig  # defers torch
+
+        raw = self._meta.data_config
+        return DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("_"):

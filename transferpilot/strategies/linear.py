@@ -159,7 +159,7 @@ class FeatureStrategy(Defaults):
 
         config = self.backbone.data_config
         module = FeatureClassifier(
-            self.backbone.features,
+            None if self.layer == PIXELS else self.backbone.features,  # no network to build
             self.layer,
             head_module(self.estimator_),
             config,
