@@ -82,6 +82,16 @@ def test_a_cluster_run_matches_one_process_and_survives_killed_workers(
     assert out.count("Starting temporary server") == 1, out
     assert "0 computed" in out.split("Running stage 'extract'")[1]  # the stage only assembled
 
+    # Run again with nothing changed and no server configured: dvc status says so, and no
+    # temporary server is started for a flow run nobody would see.
+    again = subprocess.run(
+        [str(BIN), "run"], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
+    said = again.stdout + again.stderr
+    assert again.returncode == 0, said
+    assert "every stage is up to date" in said and "Starting temporary server" not in said
+    assert "Report: reports/report.md" in again.stdout
+
     # Every indexed cache shard is whole; no temporary file is left behind.
     (key,) = (project / "data" / "cache" / "features").iterdir()
     for line in cache_index(project):
