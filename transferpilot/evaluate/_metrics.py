@@ -54,28 +54,24 @@ def wilson(correct: int, n: int) -> tuple[float, float]:
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def balanced_interval(
-    y: np.ndarray, pred: np.ndarray, draws: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """An interval (``LEVEL``) of balanced accuracy: each class's recall drawn from its
-    Jeffreys posterior, Beta(hits + 1/2, misses + 1/2), and the mean's percentiles, widened
-    to hold the observed value. Unlike a bootstrap it stays open where every image of a
-    class is right (or wrong)."""
+def balanced_interval(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """An interval (``LEVEL``) of balanced accuracy, the mean of the per-class recalls:
+    centred on it, its spread from each class's recall as Agresti and Coull adjust it
+    (two right and two wrong answers added), so that a class whose every image is right
+    (or wrong) still counts as uncertain, more so the fewer images it has."""
     classes = np.unique(y)
     if len(classes) == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    recalls = []
+    recalls, variances = [], []
     for c in classes:
         rows = y == c
-        hits = int((pred[rows] == c).sum())
-        recalls.append(rng.beta(hits + 0.5, int(rows.sum()) - hits + 0.5, size=draws))
-    means = np.mean(recalls, axis=0)
-    tail = (1 - LEVEL) / 2 * 100
-    low, high = np.percentile(means, tail), np.percentile(means, 100 - tail)
-    observed = np.mean([(pred[y == c] == c).mean() for c in classes])
-    # As Jeffreys intervals are closed at 1 when every image is right (and at 0 when none is):
-    return float(min(low, observed)), float(max(high, observed))
+        n, hits = int(rows.sum()), int((pred[rows] == c).sum())
+        adjusted = (hits + 2) / (n + 4)
+        recalls.append(hits / n)
+        variances.append(adjusted * (1 - adjusted) / n)
+    centre = float(np.mean(recalls))
+    half = _Z * float(np.sqrt(np.sum(variances))) / len(classes)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def evaluate_predictions(
