@@ -14,10 +14,11 @@ from PIL import Image
 
 def solid(path: Path, color: tuple[int, int, int], size: int = 16, mode: str = "RGB") -> Path:
     """A small image of one colour with a little noise (so files differ), saved by extension.
-    The noise is seeded by the file's folder and name, not where the test's temporary
-    folder happens to be: the same image in every run."""
+    The noise is seeded by the last three parts of its path (split or dataset folder,
+    class, name), not where the test's temporary folder happens to be: the same image in
+    every run, and different images in train/ and val/."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(zlib.crc32("/".join(Path(path).parts[-2:]).encode()))
+    rng = np.random.default_rng(zlib.crc32("/".join(Path(path).parts[-3:]).encode()))
     base = np.array(color, dtype=np.int16)[None, None, :]
     arr = np.clip(base + rng.integers(-20, 21, size=(size, size, 3)), 0, 255).astype(np.uint8)
     Image.fromarray(arr, "RGB").convert(mode).save(path)
