@@ -19,7 +19,15 @@ class Outcome:
     report_path: Path
     report_html: Path
     summary_markdown: str
-    report_markdown: str
+
+    @property
+    def report_markdown(self) -> str:
+        """The report with its figures inlined (scaled to ``REPORT_FIGURE_PX``): the flow's
+        artifact. Made when asked, so that printing a result reads no figure."""
+        from transferpilot.evaluate import inline_figures
+
+        report = self.report_path.read_text(encoding="utf-8")
+        return inline_figures(report, self.report_path.parent, max_px=REPORT_FIGURE_PX)
 
     @property
     def headline_split(self) -> str:
@@ -50,7 +58,6 @@ class Outcome:
 def outcome(project: Path) -> Outcome:
     """Read the decision, the metrics and the report that the stages wrote."""
     from transferpilot.decide import Decision, against
-    from transferpilot.evaluate import inline_figures
     from transferpilot.profile import Profile
     from transferpilot.stages import Paths
 
@@ -58,7 +65,6 @@ def outcome(project: Path) -> Outcome:
     decision = Decision.from_dict(paths.decision_json.read_json())
     profile = Profile.from_dict(paths.profile_json.read_json())
     metrics = paths.metrics.read_json()
-    report = (paths.reports / "report.md").read_text(encoding="utf-8")
     sim, size = profile.similarity, profile.size
     overlap = "n/a" if sim.overlap is None else f"{sim.overlap:.2f}"
     threshold = decision.evidence.get("similarity_threshold")
@@ -82,5 +88,4 @@ def outcome(project: Path) -> Outcome:
         report_path=paths.reports / "report.md",
         report_html=paths.reports / "report.html",
         summary_markdown=summary,
-        report_markdown=inline_figures(report, paths.reports, max_px=REPORT_FIGURE_PX),
     )
