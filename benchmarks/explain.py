@@ -82,7 +82,7 @@ def network_explainer(backbone, folder: Path) -> tuple[Explainer, list[Path]]:
 def load(explainer: Explainer, paths: list[Path]) -> torch.Tensor:
     from transferpilot.images import open_rgb
 
-    return torch.as_tensor(np.stack([explainer._pixels(open_rgb(p)) for p in paths]))
+    return torch.as_tensor(np.stack([explainer.pixels(open_rgb(p)) for p in paths]))
 
 
 def speed(explainer: Explainer, images: torch.Tensor) -> dict[str, float]:

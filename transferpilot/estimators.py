@@ -194,7 +194,6 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         weighted = self.balance and self.imbalance_ > IMBALANCED
         self.class_weight_: str | None = None
         self.prior_shift_: np.ndarray | None = None
-        self.rebalance_ = "none"
         self.temperature_ = 1.0
         self.oof_proba_: np.ndarray | None = None
         pipeline = Pipeline(self._steps(X, folds))
@@ -263,7 +262,6 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
         shares = np.bincount(targets, minlength=len(self.model_.classes_)) / len(targets)
         shift = -np.log(shares)
         shifted = balanced_accuracy(targets, (logits + shift).argmax(1))
-        self.rebalance_ = "class weights" if self.class_weight_ else "none"
         if shifted <= winner:
             return
         if model is not self.model_:
@@ -272,8 +270,14 @@ class LinearClassifier(ClassifierMixin, BaseEstimator):
             self.oof_proba_ = softmax(logits, axis=1)
             self._read_search(search.cv_results_, plain)
         self.prior_shift_ = shift
-        self.rebalance_ = "prior shift"
         self.cv_balanced_accuracy_ = float(shifted)
+
+    @property
+    def rebalance_(self) -> str:
+        """How an imbalanced set was balanced: ``prior shift``, ``class weights`` or ``none``."""
+        if getattr(self, "prior_shift_", None) is not None:
+            return "prior shift"
+        return "class weights" if getattr(self, "class_weight_", None) else "none"
 
     def _read_search(self, res: dict[str, Any], best: int) -> None:
         """The CV scores per C (and class weight) and the chosen ones. Only the scores:

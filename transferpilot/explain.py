@@ -136,7 +136,8 @@ class Explainer:
         self.device = next(module.parameters(), torch.zeros(0)).device
         self.config, self.classes = config, [str(c) for c in classes]
         self.method, self.layers = _method(self.module, config)
-        self._pixels = pixels_for(config.as_dict())
+        #: PIL image -> (3, H, W) floats in [0, 1], resized and cropped as the model sees it
+        self.pixels = pixels_for(config.as_dict())
 
     def heat(
         self, images: torch.Tensor, targets: Sequence[int] | None = None
@@ -172,7 +173,7 @@ class Explainer:
         loaded: list[tuple[int, np.ndarray]] = []
         for i, path in enumerate(paths):
             try:
-                loaded.append((i, self._pixels(open_rgb(Path(path)))))
+                loaded.append((i, self.pixels(open_rgb(Path(path)))))
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
                 continue
         out: list[Explanation | None] = [None] * len(paths)
