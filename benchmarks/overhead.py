@@ -39,7 +39,10 @@ from pathlib import Path
 from benchmarks._common import machine, print_table, stamp, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "prefect.yaml", "Makefile", "pyproject.toml")
+COPY_FILES = (
+    "dvc.yaml", "params.yaml", ".dvcignore", "prefect.yaml", "holdout.csv", "Makefile",
+    "pyproject.toml",
+)  # fmt: skip
 COPY_DIRS = ("transferpilot", "flows", "tasks")
 DIRECT = """
 import json, time

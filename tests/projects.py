@@ -15,7 +15,7 @@ import yaml
 from tests.images import image_folder
 
 #: What a working copy needs of the project: the pipeline, its code, the flow.
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "prefect.yaml")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "prefect.yaml", "holdout.csv")
 PROJECT_DIRS = ("transferpilot", "flows", "tasks")
 
 

@@ -104,6 +104,12 @@ class PrepareParams(Section):
         0.0, ge=0.0, lt=1.0, description="share of each class put in test, where no split is given"
     )
     seed: int = Field(0, description="the random val/test split of unsplit images")
+    holdout: Path = Field(
+        Path("holdout.csv"),
+        description="the frozen evaluation images (sha256,label,path): listed images are the "
+        "test split, new images join training; empty = split by the fractions "
+        "(the first promotion writes it)",
+    )
     max_pixels: int = Field(89_478_485, gt=0, description="larger images are rejected")
     cross_split_duplicates: Literal["drop", "keep"] = Field(
         "drop", description="drop: an image also in train is removed from val/test"
@@ -411,6 +417,28 @@ class EvaluateParams(Section):
     device: Device = Field("auto", description="where the fine-tuned network is evaluated")
 
 
+class PromoteParams(Section):
+    """``promote``: champion and challenger (``transferpilot promote``, scheduled runs)."""
+
+    margin: float = Field(
+        0.5,
+        ge=0.0,
+        le=100.0,
+        description="accuracy points the challenger may lose to the champion on the frozen "
+        "evaluation images and still be promoted",
+    )
+    drift_alpha: float = Field(
+        0.05, gt=0.0, lt=1.0, description="false-positive rate of the drift check"
+    )
+    label_issue_rise: float | None = Field(
+        10.0,
+        ge=0.0,
+        le=100.0,
+        description="points by which the share of new training images flagged as label "
+        "issues may exceed the old images' before the challenger is held back (null: no check)",
+    )
+
+
 class Params(Section):
     """All of ``params.yaml``."""
 
@@ -421,6 +449,7 @@ class Params(Section):
     decide: DecideParams = DecideParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    promote: PromoteParams = PromoteParams()
 
 
 def _describe_allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> str:

@@ -201,3 +201,28 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
     ]
     header = (tmp_path / "manifest.csv").read_text().splitlines()[0]
     assert header == "path,label,split,sha256,width,height,mode"
+
+
+def test_a_frozen_holdout_keeps_the_evaluation_images_as_the_folder_grows(tmp_path: Path) -> None:
+    from transferpilot.intake import write_holdout
+
+    image_folder(tmp_path / "images", {"red": 10, "green": 10}, size=8)
+    cfg = PrepareParams(source=tmp_path / "images", test_fraction=0.3, holdout=tmp_path / "h.csv")
+    first = prepare_dataset(cfg).records
+    test = [r for r in first if r.split == "test"]
+    write_holdout(cfg.holdout, test)
+    assert prepare_dataset(cfg).records == first  # freezing the draw changes nothing
+
+    for i in range(10, 30):  # new images: they join training, never the evaluation split
+        solid(tmp_path / "images" / "red" / f"{i:03d}.png", (220, 30, 30), size=8)
+    grown = prepare_dataset(cfg).records
+    assert {r.sha256 for r in grown if r.split == "test"} == {r.sha256 for r in test}
+    new = [r for r in grown if int(Path(r.shown).stem) >= 10]
+    assert len(new) == 20 and {r.split for r in new} <= {"train", "val"}
+
+
+def test_a_damaged_holdout_list_is_a_clear_error(tmp_path: Path) -> None:
+    image_folder(tmp_path / "images", {"red": 4, "green": 4}, size=8)
+    (tmp_path / "h.csv").write_text("path\nred/000.png\n")
+    with pytest.raises(DataError, match=r"h\.csv: not a holdout list"):
+        prepare_dataset(PrepareParams(source=tmp_path / "images", holdout=tmp_path / "h.csv"))

@@ -23,7 +23,12 @@ from transferpilot.intake._checks import (
 )
 from transferpilot.intake._discover import discover
 from transferpilot.intake._inspect import inspect_all, notes_for
-from transferpilot.intake._manifest import read_manifest, write_manifest
+from transferpilot.intake._manifest import (
+    read_holdout,
+    read_manifest,
+    write_holdout,
+    write_manifest,
+)
 from transferpilot.intake._report import format_report
 from transferpilot.intake._types import SPLITS, Candidate, Finding, ImageInfo, Record
 
@@ -36,7 +41,9 @@ __all__ = [
     "Record",
     "format_report",
     "prepare_dataset",
+    "read_holdout",
     "read_manifest",
+    "write_holdout",
     "write_manifest",
 ]
 
@@ -132,7 +139,11 @@ def prepare_dataset(cfg: PrepareParams) -> Intake:
     records, notes = drop_small_classes(records, cfg.min_images_per_class)
     findings += notes
     records = assign_splits(
-        records, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed
+        records,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+        holdout=read_holdout(cfg.holdout),
     )
     records, notes = resolve_cross_split_duplicates(records, cfg.cross_split_duplicates)
     findings += notes

@@ -61,13 +61,23 @@ def _split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int
 
 
 def assign_splits(
-    records: Sequence[Record], *, val_fraction: float, test_fraction: float, seed: int
+    records: Sequence[Record],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    holdout: frozenset[str] = frozenset(),
 ) -> list[Record]:
     """Stratified split of the records whose split is unset (``""``), seeded.
 
     Per class, identical files are grouped so copies land in the same split; the
     groups are shuffled with ``random.Random(f"{seed}-{label}")`` and the first
     ones fill val, then test, the rest is train.
+
+    A frozen ``holdout`` (SHA-256 of images) overrides the test draw: its images are the
+    test split, and an image outside it that the draw put in test is trained on instead,
+    so new images join training and the evaluation images stay the same as the folder
+    grows. A holdout equal to the draw's test split changes nothing.
     """
     from dataclasses import replace
 
@@ -92,6 +102,8 @@ def assign_splits(
                 split = "train"
             if split != "train":
                 filled[split] += len(bundle)
+            if holdout and (bundle[0].sha256 in holdout or split == "test"):
+                split = "test" if bundle[0].sha256 in holdout else "train"
             out.extend(replace(rec, split=split) for rec in bundle)
     return out
 

@@ -55,3 +55,36 @@ def read_manifest(path: Path) -> list[Record]:
         ]
     except (KeyError, ValueError) as err:
         raise DataError(f"{path}: malformed manifest ({err}); re-run the prepare stage") from None
+
+
+#: The frozen holdout's columns: the image's content hash (what counts), then for people.
+HOLDOUT_COLUMNS = ("sha256", "label", "path")
+
+
+def read_holdout(path: Path) -> frozenset[str]:
+    """The SHA-256 of the frozen evaluation images listed in ``path`` (none when it is
+    missing or lists none: the split then follows the fractions)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        return frozenset()
+    try:
+        hashes = frozenset(row["sha256"].strip() for row in rows)
+    except (KeyError, AttributeError):
+        raise DataError(
+            f"{path}: not a holdout list (a CSV with a sha256 column); "
+            "restore it from Git, or empty it to split by the fractions again"
+        ) from None
+    if any(len(h) != 64 for h in hashes):
+        raise DataError(f"{path}: a sha256 value is not 64 hex digits")
+    return hashes
+
+
+def write_holdout(path: Path, records: Sequence[Record]) -> None:
+    """Atomically list ``records`` as the frozen holdout."""
+    with atomic_open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(HOLDOUT_COLUMNS)
+        for r in sorted(records, key=lambda r: (r.label, r.shown)):
+            writer.writerow((r.sha256, r.label, r.shown))

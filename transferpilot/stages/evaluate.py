@@ -134,7 +134,13 @@ def _write_split(
     evaluation = evaluate_predictions(labels, proba, classes, ece_bins=params.ece_bins)
     predicted = [classes[j] for j in proba.argmax(1)]
     lines = [
-        {"path": str(rec.path), "actual": a, "predicted": p, "confidence": float(c)}
+        {
+            "path": str(rec.path),
+            "sha256": rec.sha256,
+            "actual": a,
+            "predicted": p,
+            "confidence": float(c),
+        }
         for rec, a, p, c in zip(records, labels, predicted, proba.max(1), strict=True)
     ]
     write_json(folder / f"predictions_{split}.json", lines)
