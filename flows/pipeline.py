@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, unmapped
+from prefect.states import Completed
 
 from tasks import (
     apply_params,
     extract_shard,
     label_run,
+    promote_run,
     publish,
     publish_validation,
     save_experiment,
@@ -63,10 +65,11 @@ def pipeline(
     overrides: list[str] | None = None,
     experiment: str | None = None,
     cluster: str | None = None,
+    promote: bool = False,
     stage_timeout_minutes: float = 240.0,
     retries: int = 2,
     retry_delay_seconds: float = 10.0,
-) -> dict[str, Any]:
+) -> Any:
     """Run prepare → extract → profile → decide → train → evaluate (as dvc.yaml says).
 
     Args:
@@ -79,6 +82,9 @@ def pipeline(
         experiment: the DVC experiment's name (runs with overrides are recorded).
         cluster: ``local:N`` or ``tcp://HOST:PORT``: the images to extract are first
             computed into the feature cache as shards mapped over this Dask cluster.
+        promote: the run is a challenger: registered (GTO), put in service only if not
+            worse than the champion; the run ends ``Promoted``, ``ChampionKept`` or
+            ``DriftDetected`` (a Completed state of that name).
         stage_timeout_minutes: a stage running longer is killed (and retried).
         retries: retries of a failed stage (not for bad configuration, data or model).
         retry_delay_seconds: the wait before a retry.
@@ -89,6 +95,8 @@ def pipeline(
         raise ConfigError(f"{project}: no dvc.yaml here; run from the transferpilot project folder")
     requested = orchestrate.requested_overrides(project, data, model, strategy, params, overrides)
     dask = orchestrate.parse_cluster(cluster)
+    if promote:
+        orchestrate.check_promotable(project, requested)
     label_run(orchestrate.dataset_name(project, data))  # tagged from the start, failed runs too
     # An override run is an experiment: the workspace is put back after it (in Git, where
     # `dvc exp save` keeps the run; elsewhere it stays, consistent, as `dvc exp run -S`).
@@ -114,7 +122,16 @@ def pipeline(
                 "--temp` leaves it): this run lives on in its DVC experiment "
                 "(`dvc exp apply <name>` brings it into the workspace)"
             )
-    return {**result, "workspace_restored": restored}
+    result = {**result, "workspace_restored": restored}
+    if not promote:
+        return result
+    promotion = promote_run(project)
+    logger.info("%s", promotion["message"])
+    return Completed(
+        name=promotion["state"],
+        message=promotion["message"],
+        data={**result, "promotion": promotion},
+    )
 
 
 def _run_stages(

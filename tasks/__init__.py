@@ -194,3 +194,20 @@ def label_run(
             )
     except Exception as err:  # the API unreachable: the run itself succeeded
         logger.warning("could not name and tag the flow run: %s", err)
+
+
+@task(name="promote", task_run_name="promote", cache_policy=NO_CACHE)
+def promote_run(project: Path, force: bool = False) -> dict[str, Any]:
+    """Champion and challenger: register this run (GTO), put it in service if it is not
+    worse than the champion on the frozen evaluation images, check the new images for
+    drift; the verdict as an artifact."""
+    from prefect.runtime import flow_run
+
+    from transferpilot.orchestrate.promote import promote
+
+    done = promote(project, force=force, run=str(flow_run.id) if flow_run.id else None)
+    create_markdown_artifact(
+        key="transferpilot-promotion", markdown=done.markdown(), description=done.message()
+    )
+    get_run_logger().info("%s", done.message())
+    return done.as_dict()

@@ -41,7 +41,7 @@ ModelOpt = Annotated[
         "-m",
         help="efficientnet_lite0 | timm:<name> | torchvision:<name> | file:<path>"
         " (profile also takes auto: the best of model.candidates; predict a trained"
-        " predictor: <path>.onnx)",
+        " predictor: <path>.onnx, or the registry's: prod | predictor@vN.0.0)",
     ),
 ]
 ArchOpt = Annotated[str | None, typer.Option("--arch", help="architecture of a file:<path> model")]
@@ -115,6 +115,7 @@ def predict(
     with a trained predictor (``--model models/train/predictor.onnx``). ``--explain``
     writes each image with a heat map of where the model looked for its top answer."""
     with _stdout_for(as_json):
+        model = _registered(model)
         preds = _predictions(images, model, arch, top_k, device)
         maps = _explanations(images, model, arch, device, out) if explain else {}
     if as_json:
@@ -142,6 +143,13 @@ def predict(
                 console.print(f"  where it looked: {maps[pred.image]}", soft_wrap=True)
     if any(p.error for p in preds):
         raise typer.Exit(3)
+
+
+def _registered(model: str) -> str:
+    """``prod`` or ``predictor@vN.0.0``: the registered predictor's file; else ``model``."""
+    if model == "prod" or model.startswith(("predictor@", "predictor#")):
+        return str(orchestrate.registered_predictor(Path("."), model))
+    return model
 
 
 def _predictions(images: list[Path], model: str, arch: str | None, top_k: int, device: str):
@@ -360,6 +368,7 @@ def _flow_parameters(
     strategy: str | None,
     overrides: list[str] | None,
     cluster: str | None = None,
+    promote: bool = False,
 ) -> dict:
     """The flow's parameters, from the options actually given (the cluster checked)."""
 
@@ -370,10 +379,20 @@ def _flow_parameters(
         "strategy": strategy,
         "overrides": overrides or None,
         "cluster": cluster,
+        "promote": promote or None,
     }
     return {k: v for k, v in given.items() if v is not None}
 
 
+PromoteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--promote",
+        help="the run is a challenger: registered (GTO) and put in service only if not worse"
+        " than the champion on the frozen evaluation images (promote.margin); new images"
+        " checked for drift",
+    ),
+]
 ClusterOpt = Annotated[
     str | None,
     typer.Option(
@@ -391,11 +410,12 @@ def run(
     set_param: OverrideOpt = None,
     name: Annotated[str | None, typer.Option(help="the DVC experiment's name")] = None,
     cluster: ClusterOpt = None,
+    promote: PromoteOpt = False,
 ) -> None:
     """Run the whole pipeline as the Prefect flow (each DVC stage a task), then print the
     headline metrics and the report's path."""
 
-    params = _flow_parameters(data, model, strategy, set_param, cluster)
+    params = _flow_parameters(data, model, strategy, set_param, cluster, promote)
     if not Path("dvc.yaml").is_file():
         raise ConfigError("no dvc.yaml here; run from the transferpilot project folder")
     # Settings and data checked before the Prefect server starts or DVC runs: a typo
@@ -406,6 +426,8 @@ def run(
             Path("."), data, model, strategy, overrides=set_param or None
         ),
     )
+    if promote:
+        orchestrate.check_promotable(Path("."), set_param or [])
     result = None if params or name else _up_to_date(Path("."))
     try:
         result = result or _flow()(project=Path("."), experiment=name, **params)
@@ -432,6 +454,8 @@ def run(
         )
     else:
         typer.echo(f"Report: {result['report']}  (and {result['report_html']})")
+    if result.get("promotion"):
+        typer.echo(f"Registry: {result['promotion']['message']}")
 
 
 def _up_to_date(project: Path) -> dict[str, Any] | None:
@@ -470,11 +494,14 @@ def serve(
     strategy: StrategyOpt = None,
     set_param: OverrideOpt = None,
     cluster: ClusterOpt = None,
+    promote: PromoteOpt = False,
 ) -> None:
     """Serve the flow with a cron schedule: runs appear in the Prefect UI (set
     PREFECT_API_URL to your `prefect server start`). Stops with Ctrl-C."""
 
-    params = _flow_parameters(data, model, strategy, set_param, cluster)
+    params = _flow_parameters(data, model, strategy, set_param, cluster, promote)
+    if promote:
+        orchestrate.check_promotable(Path("."), set_param or [])
     orchestrate.check_run(
         Path("."),
         orchestrate.requested_overrides(
@@ -486,6 +513,34 @@ def serve(
 
     typer.echo(f"schedule: {cron} ({timezone})")
     _flow().serve(name=name, schedules=[Cron(cron, timezone=timezone)], parameters=params)
+
+
+@app.command()
+def promote(
+    force: Annotated[
+        bool, typer.Option("--force", help="put this run in service even if it is worse")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Champion and challenger, after `dvc repro`: register the workspace's run (GTO) and put
+    it in service if it is not worse than the champion on the frozen evaluation images."""
+    done = orchestrate.promote(Path("."), force=force)
+    if as_json:
+        typer.echo(json.dumps(done.as_dict(), indent=2))
+        return
+    typer.echo(done.message())
+    typer.echo("Record: reports/promotion.md; `gto show predictor` lists the versions")
+
+
+@app.command()
+def rollback(
+    version: Annotated[
+        str | None, typer.Argument(help="the version to serve (default: the one before)")
+    ] = None,
+) -> None:
+    """Put an earlier registered version back in service (GTO assigns it to prod again)."""
+    target = orchestrate.rollback(Path("."), version)
+    typer.echo(f"in service: predictor {target.version} ({target.commit[:8]})")
 
 
 @app.command()

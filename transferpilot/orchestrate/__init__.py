@@ -12,6 +12,8 @@
 - :mod:`.naming` — the run's name and the project's commit;
 - :mod:`.cluster` — ``--cluster`` (Dask through prefect-dask);
 - :mod:`.outcome` — what a finished pipeline left, for the flow's artifacts;
+- :mod:`.promote`, :mod:`.registry` — champion and challenger after a run: the frozen
+  holdout, the comparison, drift, and the GTO registry of versions (``prod``);
 - :mod:`.environment` — offline by default; nothing changes the environment at import:
   :func:`offline_environment` is called by the entry points (CLI, flow).
 
@@ -40,6 +42,13 @@ from transferpilot.orchestrate.overrides import (
     snapshot_workspace,
     to_overrides,
 )
+from transferpilot.orchestrate.promote import (
+    Promotion,
+    check_promotable,
+    promote,
+    registered_predictor,
+    rollback,
+)
 from transferpilot.orchestrate.repro import (
     CHANGED,
     PERMANENT_EXIT_CODES,
@@ -56,9 +65,11 @@ __all__ = [
     "REPORT_FIGURE_PX",
     "Cluster",
     "Outcome",
+    "Promotion",
     "StageFailed",
     "StageRun",
     "apply_overrides",
+    "check_promotable",
     "check_run",
     "check_source",
     "code_version",
@@ -68,9 +79,12 @@ __all__ = [
     "offline_environment",
     "outcome",
     "parse_cluster",
+    "promote",
+    "registered_predictor",
     "repro_stage",
     "requested_overrides",
     "restore_workspace",
+    "rollback",
     "run_name",
     "save_experiment",
     "snapshot_workspace",
