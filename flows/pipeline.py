@@ -113,6 +113,7 @@ def pipeline(
             stage_timeout_minutes,
             retries,
             retry_delay_seconds,
+            promote,
         )
     finally:
         if saved is not None and orchestrate.restore_workspace(project, saved):
@@ -142,6 +143,7 @@ def _run_stages(
     stage_timeout_minutes: float,
     retries: int,
     retry_delay_seconds: float,
+    promote: bool = False,
 ) -> dict[str, Any]:
     logger = get_run_logger()
     runs: dict[str, Any] = {}
@@ -169,6 +171,8 @@ def _run_stages(
             if stage == "prepare":  # say which files were unusable, and why
                 publish_validation(project)
             raise
+        if stage == "prepare" and promote:  # no test split, or new classes: say so now
+            orchestrate.check_prepared(project)
     saved = save_experiment(project, experiment) if requested or experiment else None
     result = publish(project)
     label_run(orchestrate.dataset_name(project), result["decision"], saved)

@@ -533,6 +533,32 @@ def promote(
 
 
 @app.command()
+def alert(
+    url: Annotated[str, typer.Argument(help="a webhook URL (Slack's incoming webhooks, ...)")],
+    on: Annotated[
+        list[str] | None,
+        typer.Option(help="a final state to be told of (repeatable)"),
+    ] = None,
+) -> None:
+    """Post to a webhook when a promoted run ends DriftDetected or ChampionKept: a Prefect
+    automation on your server (PREFECT_API_URL), shown under Automations in the UI."""
+    from prefect.settings import get_current_settings
+
+    from transferpilot.orchestrate.alerts import ALERT_STATES, create_alert
+
+    if not get_current_settings().api.url:
+        raise ConfigError(
+            "alerts are an automation on a Prefect server: start one (`prefect server start`) "
+            "and set PREFECT_API_URL first"
+        )
+    states = on or list(ALERT_STATES)
+    automation = create_alert(url, states)
+    typer.echo(
+        f"automation {automation}: a promoted run ending {' or '.join(states)} posts to {url}"
+    )
+
+
+@app.command()
 def rollback(
     version: Annotated[
         str | None, typer.Argument(help="the version to serve (default: the one before)")

@@ -171,20 +171,32 @@ def mmd(
     sigma2 = float(np.median(d2[np.triu_indices(len(pooled), 1)])) or 1.0
     kernel = np.exp(-d2 / (2 * sigma2))
 
-    def mmd2(x: np.ndarray, y: np.ndarray) -> float:
-        kxx, kyy, kxy = kernel[np.ix_(x, x)], kernel[np.ix_(y, y)], kernel[np.ix_(x, y)]
-        n, m = len(x), len(y)
-        within = (kxx.sum() - n) / (n * (n - 1)) + (kyy.sum() - m) / (m * (m - 1))
-        return within - 2 * kxy.mean()
+    total, n, m = len(pooled), len(ref), len(new)
+    rows, whole = kernel.sum(1), kernel.sum()
 
-    n = len(ref)
+    def mmd2(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        # x: the reference's image indices, (n,) or (batch, n) relabellings; y: the rest
+        batch = np.atleast_2d(x)
+        inside = np.zeros((len(batch), total))
+        inside[np.arange(len(batch))[:, None], batch] = 1.0
+        within = ((inside @ kernel) * inside).sum(1)  # a'Ka
+        across = inside @ rows - within  # a'K(1-a)
+        rest = whole - 2 * (inside @ rows) + within  # (1-a)'K(1-a)
+        out = (
+            (within - n) / (n * (n - 1))  # the kernel's diagonal is 1
+            + (rest - m) / (m * (m - 1))
+            - 2 * across / (n * m)
+        )
+        return out if np.ndim(x) > 1 else out[0]
+
     result = permutation_test(
-        (np.arange(n), np.arange(n, len(pooled))),
+        (np.arange(n), np.arange(n, total)),
         mmd2,
         permutation_type="independent",
-        vectorized=False,
+        vectorized=True,
         n_resamples=permutations,
         alternative="greater",
+        batch=100,
         rng=np.random.default_rng(seed),
     )
     return TestResult.at(result.statistic, result.pvalue, level)

@@ -44,6 +44,7 @@ from transferpilot.orchestrate.overrides import (
 )
 from transferpilot.orchestrate.promote import (
     Promotion,
+    check_prepared,
     check_promotable,
     promote,
     registered_predictor,
@@ -69,6 +70,7 @@ __all__ = [
     "StageFailed",
     "StageRun",
     "apply_overrides",
+    "check_prepared",
     "check_promotable",
     "check_run",
     "check_source",

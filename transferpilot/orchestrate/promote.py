@@ -147,13 +147,44 @@ def _correct(predictions: list[dict[str, Any]]) -> dict[str, bool]:
     return {p["sha256"]: p["actual"] == p["predicted"] for p in predictions if "sha256" in p}
 
 
+NO_TEST_SPLIT = (
+    "promotion compares models on a held-out test split, and this run has none: set "
+    "prepare.test_fraction (e.g. 0.2) or give the source a test/ folder, then run again"
+)
+
+
+def _class_change(champion: Version, before: list[str], now: list[str]) -> DataError:
+    added, gone = sorted(set(now) - set(before)), sorted(set(before) - set(now))
+    return DataError(
+        f"the class list changed since champion {champion.version} (new: "
+        f"{', '.join(added) or 'none'}; gone: {', '.join(gone) or 'none'}): the two "
+        "models answer different questions and cannot be compared; nothing was "
+        "registered. `transferpilot promote --force` makes this run the champion"
+    )
+
+
+def check_prepared(project: Path) -> None:
+    """Right after ``prepare``, before a run that is to be promoted spends anything: a test
+    split to compare on, and the champion's classes (a changed list cannot be compared)."""
+    from transferpilot.intake import read_manifest
+
+    records = read_manifest(Path(project) / MANIFEST)
+    if not any(r.split == "test" for r in records):
+        raise ConfigError(NO_TEST_SPLIT)
+    registry = Registry(Path(project).resolve())
+    champion = registry.champion()
+    if champion is None:
+        return
+    before = registry.read_json(champion, CONFUSION).get("classes")
+    now = sorted({r.label for r in records})
+    if sorted(before) != now:
+        raise _class_change(champion, before, now)
+
+
 def _challenger(project: Path) -> tuple[list[dict[str, Any]], list[str]]:
     path = project / PREDICTIONS
     if not path.is_file():
-        raise ConfigError(
-            "promotion compares models on a held-out test split, and this run has none: set "
-            "prepare.test_fraction (e.g. 0.2) or give the source a test/ folder, then run again"
-        )
+        raise ConfigError(NO_TEST_SPLIT)
     predictions = json.loads(path.read_text(encoding="utf-8"))
     classes = json.loads((project / CONFUSION).read_text(encoding="utf-8"))["classes"]
     return predictions, classes
@@ -223,13 +254,7 @@ def _against(project: Path, params: Any, registry: Registry, champion: Version, 
     predictions, classes = _challenger(project)
     before = registry.read_json(champion, CONFUSION).get("classes")
     if before != classes and not force:
-        added, gone = sorted(set(classes) - set(before)), sorted(set(before) - set(classes))
-        raise DataError(
-            f"the class list changed since champion {champion.version} (new: "
-            f"{', '.join(added) or 'none'}; gone: {', '.join(gone) or 'none'}): the two "
-            "models answer different questions and cannot be compared; nothing was "
-            "registered. `transferpilot promote --force` makes this run the champion"
-        )
+        raise _class_change(champion, before, classes)
     frozen = read_holdout(project / params.prepare.holdout)
     mine = _correct(predictions)
     theirs = _correct(registry.read_json(champion, PREDICTIONS))
