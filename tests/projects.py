@@ -142,6 +142,12 @@ def working_copy(work: Path, project_root: Path, classes: dict[str, int] | None 
     return work
 
 
+def use_remote(clone: Path, remote: Path) -> None:
+    """Point the project's default remote at ``remote`` for this clone only (as a user
+    whose team shares a bucket would, in the untracked ``.dvc/config.local``)."""
+    run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], clone)
+
+
 def copy_project(source: Path, work: Path) -> Path:
     """A copy of a finished working copy at ``work``: git history, DVC cache, outputs and
     their times as they are (``dvc repro`` in the copy has nothing to do)."""

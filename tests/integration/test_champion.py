@@ -17,8 +17,10 @@ import hashlib
 import json
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -27,7 +29,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.projects import BIN, copy_project, git_commit, tiny_model, working_copy
+from tests.projects import BIN, copy_project, git_commit, tiny_model, use_remote, working_copy
 from tests.servers import prefect, prefect_server, run_deployment
 
 pytestmark = pytest.mark.slow
@@ -45,6 +47,34 @@ class Story:
     status: dict[str, str] = field(default_factory=dict)  # `dvc status` after each step
     served: dict[str, str] = field(default_factory=dict)  # sha256 of the prod predictor
     states: dict[str, str] = field(default_factory=dict)  # the flow run's final state name
+    messages: list[str] = field(default_factory=list)  # what the alert webhook received
+    deployed_run: str = ""  # the flow run of the deployment (step 4)
+
+
+@dataclass
+class Receiver:
+    server: ThreadingHTTPServer
+    url: str
+    messages: list[str]
+
+
+def webhook_receiver() -> Receiver:
+    """A webhook on a free loopback port that keeps each message posted to it."""
+    messages: list[str] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            messages.append(json.loads(body or b"{}").get("text", ""))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return Receiver(server, f"http://127.0.0.1:{server.server_port}/hook", messages)
 
 
 def shell(args: list[str], cwd: Path, env: dict[str, str], ok: bool = True):
@@ -107,9 +137,12 @@ def story(tmp_path_factory: pytest.TempPathFactory, project_root: Path):
         params = yaml.safe_load((work / "params.yaml").read_text())
         params["model"] |= tiny_model(root / "tiny.safetensors")
         params["prepare"] |= {"source": "data/images", "test_fraction": 0.3}
-        params["profile"] |= {"probe_c_grid": [0.01], "probe_folds": 2, "kernel_c_grid": [1.0]}
+        params["profile"] |= {
+            "probe_c_grid": [0.01], "probe_folds": 2, "kernel_c_grid": [1.0],
+            "probe_max_images": 200,
+        }  # fmt: skip
         params["decide"] |= {"strategy": "linear", "layer": "pre_logits", "trial_minutes": 0}
-        params["train"] |= {"export": True, "c_grid": [0.01, 0.1], "cv_folds": 3}
+        params["train"] |= {"export": True, "c_grid": [0.01, 0.1], "cv_folds": 2}
         params["evaluate"] |= {"explain": False, "check_images": 0, "mistakes": 0}
         (work / "params.yaml").write_text(yaml.safe_dump(params))
         add_digits(digits, images, "first")
@@ -127,6 +160,9 @@ def story(tmp_path_factory: pytest.TempPathFactory, project_root: Path):
             story.served[step] = served_sha(story)
 
         tp = [str(BIN)]
+        hook = webhook_receiver()
+        shell([*tp, "alert", hook.url], work, env)  # a message when a run ends badly
+        story.messages = hook.messages
         after("first", shell([*tp, "run", "--promote"], work, env).stdout)
         story.states["first"] = last_state(api)
 
@@ -142,10 +178,15 @@ def story(tmp_path_factory: pytest.TempPathFactory, project_root: Path):
         prefect(["work-pool", "create", "transferpilot", "--type", "process"], work, env)
         prefect(["--no-prompt", "deploy", "--all"], work, env)
         flow_run = run_deployment(api, env, work, "--param", "promote=true")
+        story.deployed_run = flow_run
         state = httpx.get(f"{api}/flow_runs/{flow_run}").json()["state"]
         story.states["domain"] = state["name"]
         after("domain", state["message"])
+        deadline = time.monotonic() + 90  # the server's automation acts on the events
+        while len(hook.messages) < 2 and time.monotonic() < deadline:
+            time.sleep(1)
         yield story
+        hook.server.shutdown()
 
 
 def record(story: Story) -> dict:
@@ -182,6 +223,33 @@ def test_images_from_another_domain_are_flagged_as_drift(story: Story) -> None:
     assert done["drift"]["drift"] and done["drift"]["tests"]["mmd"]["detected"]
     assert done["champion"] == "v2.0.0" and not done["promoted"]
     assert "drift in" in (story.work / "reports" / "promotion.md").read_text()
+
+
+def test_the_deployment_run_shows_its_tasks_artifacts_and_verdict_in_the_ui(story: Story) -> None:
+    api, run_id = story.api, story.deployed_run
+    run = httpx.get(f"{api}/flow_runs/{run_id}").json()
+    assert run["name"].startswith("images-") and "dataset:images" in run["tags"]
+    assert run["state"]["type"] == "COMPLETED" and run["state"]["name"] == "DriftDetected"
+    tasks = httpx.post(
+        f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}
+    ).json()
+    names = {t["name"] for t in tasks}
+    assert names >= {"prepare", "extract", "train", "evaluate", "publish", "promote"}
+    artifacts = httpx.post(
+        f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
+    ).json()
+    by_key = {a["key"]: a for a in artifacts}
+    assert {"transferpilot-decision", "transferpilot-metrics", "transferpilot-report"} <= set(
+        by_key
+    )
+    promotion = by_key["transferpilot-promotion"]["data"]
+    assert "# predictor v4.0.0: DriftDetected" in promotion and "| mmd |" in promotion
+
+
+def test_runs_that_end_badly_send_the_alert_and_good_ones_do_not(story: Story) -> None:
+    assert len(story.messages) == 2, story.messages  # the mislabelled batch, the drift
+    assert any("ended ChampionKept" in m and "in service: v2.0.0" in m for m in story.messages)
+    assert any("ended DriftDetected" in m for m in story.messages)
 
 
 def test_every_step_ends_in_a_consistent_committed_workspace(story: Story) -> None:
@@ -239,7 +307,7 @@ def test_a_damaged_champion_or_a_tag_pointing_nowhere_is_a_clear_error(
     assert "Traceback" not in failed.stderr
 
 
-def test_a_changed_class_list_is_refused_and_nothing_is_registered(
+def test_a_changed_class_list_is_refused_before_training_and_nothing_is_registered(
     story: Story, tmp_path: Path
 ) -> None:
     work = copy_project(story.work, tmp_path / "project")
@@ -248,9 +316,30 @@ def test_a_changed_class_list_is_refused_and_nothing_is_registered(
         Image.open(path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(
             work / "data" / "images" / "nine" / path.name
         )
-    shell(["dvc", "repro"], work, story.env)
     tags_before = shell(["git", "tag"], work, story.env).stdout
-    failed = shell([str(BIN), "promote"], work, story.env, ok=False)
+    failed = shell([str(BIN), "run", "--promote"], work, story.env, ok=False)
     assert failed.returncode == 3, failed.stderr
-    assert "the class list changed" in failed.stderr and "new: nine" in failed.stderr
+    assert "the class list changed since champion v2.0.0 (new: nine; gone: none)" in (failed.stderr)
+    assert "Running stage 'extract'" not in failed.stdout + failed.stderr  # stopped at once
     assert shell(["git", "tag"], work, story.env).stdout == tags_before
+
+
+def test_git_push_and_dvc_push_carry_the_model_in_service_to_another_machine(
+    story: Story, tmp_path: Path
+) -> None:
+    work = copy_project(story.work, tmp_path / "project")
+    remote, server = tmp_path / "dvc-remote", tmp_path / "origin.git"
+    use_remote(work, remote)
+    shell(["dvc", "push", "--all-tags"], work, story.env)
+    shell(["git", "init", "-q", "--bare", str(server)], work, story.env)
+    shell(["git", "push", "-q", "--tags", str(server), "HEAD:refs/heads/main"], work, story.env)
+
+    other = tmp_path / "other"  # another machine: a clone of the Git server, no DVC cache
+    shell(["git", "clone", "-q", "--branch", "main", str(server), str(other)], tmp_path, story.env)
+    use_remote(other, remote)
+    image = next((work / "data" / "images" / "3").glob("first-*.png"))
+    served = shell([str(BIN), "predict", "--model", "prod", "--json", str(image)], other,
+                   story.env)  # fmt: skip
+    here = shell([str(BIN), "predict", "--model", "prod", "--json", str(image)], work, story.env)
+    assert json.loads(served.stdout)[0]["top"] == json.loads(here.stdout)[0]["top"]
+    assert "v2.0.0" in shell(["gto", "show", "predictor"], other, story.env).stdout

@@ -9,15 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.projects import git_commit, run, tiny_model, working_copy, write_params
+from tests.projects import git_commit, run, tiny_model, use_remote, working_copy, write_params
 
 pytestmark = pytest.mark.slow
-
-
-def use_remote(clone: Path, remote: Path) -> None:
-    """Point the project's default remote at ``remote`` for this clone only (as a user
-    whose team shares a bucket would, in the untracked ``.dvc/config.local``)."""
-    run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], clone)
 
 
 def test_the_default_remote_is_outside_the_repository(project_root: Path) -> None:
