@@ -28,7 +28,7 @@ import yaml
 from transferpilot.config import load_params
 from transferpilot.drift import detect
 from transferpilot.errors import ConfigError, DataError, ModelError
-from transferpilot.io import write_text
+from transferpilot.io import write_json, write_text
 from transferpilot.layer_names import PRE_LOGITS
 from transferpilot.orchestrate.dvc import stale_stages
 from transferpilot.orchestrate.registry import (
@@ -37,7 +37,6 @@ from transferpilot.orchestrate.registry import (
     Registry,
     Version,
     dvc_commit,
-    write_record,
 )
 from transferpilot.promotion import LabelCheck, compare, label_check
 
@@ -246,12 +245,19 @@ class _Verdict:
     drift: dict[str, Any] | None = None
 
 
-def _against(project: Path, params: Any, registry: Registry, champion: Version, force: bool):
+def _against(
+    project: Path,
+    params: Any,
+    registry: Registry,
+    champion: Version,
+    force: bool,
+    challenger: tuple[list[dict[str, Any]], list[str]],
+):
     """The challenger (the workspace's run) against ``champion``: accuracy on the frozen
     holdout, the new images' labels, and drift."""
     from transferpilot.intake import read_holdout
 
-    predictions, classes = _challenger(project)
+    predictions, classes = challenger
     before = registry.read_json(champion, CONFUSION).get("classes")
     if before != classes and not force:
         raise _class_change(champion, before, classes)
@@ -305,7 +311,7 @@ def promote(project: Path, *, force: bool = False, run: str | None = None) -> Pr
             f"the workspace's run is not complete ({', '.join(sorted(stale))} changed since it "
             "ran): `dvc repro` or `transferpilot run` first, then promote"
         )
-    _challenger(project)  # a test split to compare on, before anything is written
+    challenger = _challenger(project)  # a test split to compare on, before anything is written
     champion = registry.champion()
     versions = registry.versions()
     lock = (project / "dvc.lock").read_bytes()
@@ -328,7 +334,7 @@ def promote(project: Path, *, force: bool = False, run: str | None = None) -> Pr
             + (f" (its {frozen} test images are now the frozen holdout)" if frozen else ""),
         )
     else:
-        verdict = _against(project, params, registry, champion, force)
+        verdict = _against(project, params, registry, champion, force, challenger)
     version = registry.next_version()
     previous = champion.version if champion else None
     outcome = Promotion(
@@ -342,7 +348,7 @@ def promote(project: Path, *, force: bool = False, run: str | None = None) -> Pr
         verdict.labels,
     )
     about = _about(project, params, run)
-    write_record(project / RECORD, {**outcome.as_dict(), **about})
+    write_json(project / RECORD, {**outcome.as_dict(), **about})
     write_text(project / RECORD_MD, outcome.markdown())
     commit = registry.commit(
         [*COMMITTED, str(params.prepare.holdout)],

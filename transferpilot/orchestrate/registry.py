@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from transferpilot.errors import ConfigError, TransferpilotError
-from transferpilot.io import write_json
 from transferpilot.orchestrate.environment import subprocess_env
 
 #: The artifact ``dvc.yaml`` declares: the trained model folder.
@@ -91,15 +90,8 @@ class Registry:
             rows = show(self.root, ARTIFACT, registered_only=True)
         except ArtifactNotFound:  # nothing registered yet
             return []
-        out = [
-            Version(r["version"], r.get("commit_hexsha") or self.resolve(r["version"]))
-            for r in rows
-        ]
+        out = [Version(r["version"], r["commit_hexsha"]) for r in rows]
         return sorted(out, key=lambda v: v.number)
-
-    def resolve(self, version: str) -> str:
-        """The commit a version's tag points at."""
-        return _git(self.root, "rev-list", "-n", "1", f"{ARTIFACT}@{version}")
 
     def in_prod(self) -> list[Version]:
         """The versions GTO holds in ``prod`` (assigned, not unassigned since), lowest first:
@@ -221,8 +213,3 @@ def dvc_commit(project: Path, stage: str) -> None:
     result = subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=subprocess_env())
     if result.returncode != 0:
         raise RegistryError(f"dvc commit {stage}: {result.stdout}{result.stderr}".strip())
-
-
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    """The promotion's record, atomically."""
-    write_json(path, record)
